@@ -1,0 +1,28 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layering (bottom to top): C system libraries -> crypto/checksums -> event model and codecs
+// -> segment log -> workload generator -> CLI. Each layer only imports the ones below it.
+let package = Package(
+    name: "tokenledger",
+    products: [
+        .executable(name: "tokenledger", targets: ["tokenledger"]),
+    ],
+    targets: [
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
+        .target(name: "LedgerCrypto", dependencies: ["COpenSSL"]),
+        .target(name: "LedgerModel", dependencies: ["LedgerCrypto"]),
+        .target(name: "LedgerStorage", dependencies: ["LedgerModel", "LedgerCrypto", "CLZ4"]),
+        .target(name: "LedgerWorkload", dependencies: ["LedgerModel"]),
+        .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerWorkload", "LedgerCrypto"]),
+        .executableTarget(name: "tokenledger", dependencies: ["LedgerCLI"]),
+
+        .testTarget(name: "LedgerCryptoTests", dependencies: ["LedgerCrypto"]),
+        .testTarget(name: "LedgerModelTests", dependencies: ["LedgerModel"]),
+        .testTarget(name: "LedgerWorkloadTests", dependencies: ["LedgerWorkload", "LedgerModel"]),
+        .testTarget(name: "LedgerStorageTests", dependencies: ["LedgerStorage", "LedgerModel", "LedgerWorkload"]),
+        .testTarget(name: "LedgerCLITests", dependencies: ["LedgerCLI", "LedgerStorage", "LedgerModel"]),
+    ]
+)

@@ -1,0 +1,4 @@
+import LedgerCLI
+import Glibc
+
+exit(CommandLineTool.main(Array(CommandLine.arguments.dropFirst())))
