@@ -1,0 +1,227 @@
+// The dense binary encoding of a block of events (FORMAT.md, "Block payload").
+//
+// It is canonical: the bytes are a pure function of the event sequence (strings are numbered in
+// first-use order, streams are in fixed order), so the same events always hash the same and the
+// chain hash can be taken over these bytes. It is dense: every distinct string is stored once per
+// block; events refer to it by number; fields an event shares with the previous event of the same
+// token are not repeated; and each field lives in its own stream, so the LZ4 pass that follows
+// sees long runs of alike bytes.
+
+/// String-valued event fields, in stream and presence-bit order. Never reorder: the order is
+/// part of the on-disk format.
+public enum StringField: Int, CaseIterable, Sendable {
+    case token, tokenType, sub, clientID, iss, aud, scope, parent, gateway, release, track, route,
+         method, clientIP, requestID, reason, marker
+
+    public static let count = 17
+
+    @inline(__always) public func value(in event: Event) -> String? {
+        switch self {
+        case .token: event.token
+        case .tokenType: event.tokenType
+        case .sub: event.sub
+        case .clientID: event.clientID
+        case .iss: event.iss
+        case .aud: event.aud
+        case .scope: event.scope
+        case .parent: event.parent
+        case .gateway: event.gateway
+        case .release: event.release
+        case .track: event.track
+        case .route: event.route
+        case .method: event.method
+        case .clientIP: event.clientIP
+        case .requestID: event.requestID
+        case .reason: event.reason
+        case .marker: event.marker
+        }
+    }
+
+    @inline(__always) public func set(_ value: String?, in event: inout Event) {
+        switch self {
+        case .token: event.token = value
+        case .tokenType: event.tokenType = value
+        case .sub: event.sub = value
+        case .clientID: event.clientID = value
+        case .iss: event.iss = value
+        case .aud: event.aud = value
+        case .scope: event.scope = value
+        case .parent: event.parent = value
+        case .gateway: event.gateway = value
+        case .release: event.release = value
+        case .track: event.track = value
+        case .route: event.route = value
+        case .method: event.method = value
+        case .clientIP: event.clientIP = value
+        case .requestID: event.requestID = value
+        case .reason: event.reason = value
+        case .marker: event.marker = value
+        }
+    }
+}
+
+/// Presence bits beyond the 17 string fields.
+public enum PresenceBit {
+    public static let exp: UInt32 = 1 << 17
+    public static let status: UInt32 = 1 << 18
+    public static let weight: UInt32 = 1 << 19
+    public static let attrs: UInt32 = 1 << 20
+    public static let all: UInt32 = (1 << 21) - 1
+}
+
+public struct BlockPayloadError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let offset: Int
+    public let reason: String
+    public init(offset: Int, reason: String) { self.offset = offset; self.reason = reason }
+    public var description: String { "payload byte \(offset): \(reason)" }
+}
+
+/// Stream numbers inside a payload (FORMAT.md).
+enum PayloadStream {
+    static let types = 0
+    static let presence = 1
+    static let inherit = 2
+    static let ts = 3
+    static let firstString = 4
+    static let exp = firstString + StringField.count   // 21
+    static let status = exp + 1                        // 22
+    static let weight = exp + 2                        // 23
+    static let attrs = exp + 3                         // 24
+    static let count = exp + 4                         // 25
+}
+
+/// String table entry kinds: common token-id shapes are stored as their bytes, not their text.
+enum StringKind {
+    static let raw: UInt8 = 0
+    static let uuid: UInt8 = 1            // 36-char lowercase 8-4-4-4-12 hex -> 16 bytes
+    static let sha256Fingerprint: UInt8 = 2 // "sha256:" + 64 lowercase hex -> 32 bytes
+    static let base64URL128: UInt8 = 3    // 22 canonical base64url chars -> 16 bytes
+}
+
+/// Builds the payload of one block. Feed events in sequence order, then `finish()`.
+public struct BlockPayloadEncoder {
+    private var strings: [String] = []
+    private var stringIndex: [String: UInt32] = [:]
+    private var streams: [[UInt8]] = Array(repeating: [], count: PayloadStream.count)
+    /// Per event, the reference of each string field (UInt32.max when absent).
+    private var refs: [UInt32] = []
+    /// Per string id: the last event (index + 1, 0 = none) whose token was that string.
+    private var lastEventOfToken: [Int32] = []
+    private var previousTs: Int64 = 0
+    private var lastRefCache: [(String, UInt32)]
+    public private(set) var count = 0
+    public private(set) var minTs: Int64 = .max
+    public private(set) var maxTs: Int64 = .min
+
+    public init(expectedEvents: Int = 4096) {
+        lastRefCache = Array(repeating: ("", UInt32.max), count: StringField.count + 1)
+        refs.reserveCapacity(expectedEvents * StringField.count)
+        for i in 0..<PayloadStream.count { streams[i].reserveCapacity(expectedEvents * (i < PayloadStream.firstString + 4 ? 2 : 1)) }
+    }
+
+    @inline(__always) private mutating func intern(_ value: String, field: Int) -> UInt32 {
+        // Most fields repeat the value of the event before; that check is cheaper than hashing.
+        let cached = lastRefCache[field]
+        if cached.1 != UInt32.max && cached.0 == value { return cached.1 }
+        let id: UInt32
+        if let existing = stringIndex[value] {
+            id = existing
+        } else {
+            id = UInt32(strings.count)
+            strings.append(value)
+            stringIndex[value] = id
+            lastEventOfToken.append(0)
+        }
+        lastRefCache[field] = (value, id)
+        return id
+    }
+
+    public mutating func append(_ event: Event) {
+        let eventIndex = count
+        count += 1
+        minTs = min(minTs, event.ts)
+        maxTs = max(maxTs, event.ts)
+        streams[PayloadStream.types].append(event.type.rawValue)
+
+        var presence: UInt32 = 0
+        let base = refs.count
+        for f in 0..<StringField.count {
+            if let value = StringField(rawValue: f)!.value(in: event) {
+                presence |= 1 << UInt32(f)
+                refs.append(intern(value, field: f))
+            } else {
+                refs.append(UInt32.max)
+            }
+        }
+        if event.exp != nil { presence |= PresenceBit.exp }
+        if event.status != nil { presence |= PresenceBit.status }
+        if event.weight != nil { presence |= PresenceBit.weight }
+        if !event.attrs.isEmpty { presence |= PresenceBit.attrs }
+        appendVarint(UInt64(presence), to: &streams[PayloadStream.presence])
+
+        var inherit: UInt32 = 0
+        let tokenRef = refs[base]
+        if tokenRef != UInt32.max {
+            let previous = Int(lastEventOfToken[Int(tokenRef)]) - 1
+            if previous >= 0 {
+                let previousBase = previous * StringField.count
+                for f in 1..<StringField.count where refs[base + f] != UInt32.max && refs[base + f] == refs[previousBase + f] {
+                    inherit |= 1 << UInt32(f)
+                }
+                appendVarint(UInt64(inherit), to: &streams[PayloadStream.inherit])
+            }
+            lastEventOfToken[Int(tokenRef)] = Int32(eventIndex + 1)
+        }
+        for f in 0..<StringField.count where refs[base + f] != UInt32.max && inherit & (1 << UInt32(f)) == 0 {
+            appendVarint(UInt64(refs[base + f]), to: &streams[PayloadStream.firstString + f])
+        }
+
+        appendVarint(zigzag(event.ts &- previousTs), to: &streams[PayloadStream.ts])
+        previousTs = event.ts
+        if let exp = event.exp { appendVarint(zigzag(exp &- event.ts), to: &streams[PayloadStream.exp]) }
+        if let status = event.status { appendVarint(UInt64(truncatingIfNeeded: status), to: &streams[PayloadStream.status]) }
+        if let weight = event.weight { appendVarint(UInt64(truncatingIfNeeded: weight), to: &streams[PayloadStream.weight]) }
+        if !event.attrs.isEmpty {
+            appendVarint(UInt64(event.attrs.count), to: &streams[PayloadStream.attrs])
+            for key in event.attrs.keys.sorted() {
+                let k = intern(key, field: StringField.count)
+                let v = intern(event.attrs[key]!, field: StringField.count)
+                appendVarint(UInt64(k), to: &streams[PayloadStream.attrs])
+                appendVarint(UInt64(v), to: &streams[PayloadStream.attrs])
+            }
+        }
+    }
+
+    /// The finished payload bytes. The encoder is spent afterwards.
+    public func finish() -> [UInt8] {
+        var out = [UInt8]()
+        var total = 16 + streams.reduce(0) { $0 + $1.count }
+        for s in strings { total += s.utf8.count + 2 }
+        out.reserveCapacity(total)
+        appendVarint(UInt64(count), to: &out)
+        appendVarint(UInt64(strings.count), to: &out)
+        for s in strings { BlockPayloadEncoder.appendString(s, to: &out) }
+        appendVarint(UInt64(PayloadStream.count), to: &out)
+        for s in streams { appendVarint(UInt64(s.count), to: &out) }
+        for s in streams { out.append(contentsOf: s) }
+        return out
+    }
+
+    static func appendString(_ value: String, to out: inout [UInt8]) {
+        var copy = value
+        copy.withUTF8 { u in
+            let bytes = UnsafeRawBufferPointer(u)
+            if let packed = StringPacking.uuid(bytes) {
+                out.append(StringKind.uuid); out.append(contentsOf: packed)
+            } else if let packed = StringPacking.fingerprint(bytes) {
+                out.append(StringKind.sha256Fingerprint); out.append(contentsOf: packed)
+            } else if let packed = StringPacking.base64URL128(bytes) {
+                out.append(StringKind.base64URL128); out.append(contentsOf: packed)
+            } else {
+                out.append(StringKind.raw)
+                appendVarint(UInt64(bytes.count), to: &out)
+                out.append(contentsOf: bytes)
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import LedgerCrypto
+import LedgerModel
+
+/// A block's payload, encoded and compressed but not yet placed in the log: it has no sequence
+/// numbers or chain hash yet, so many can be built in parallel and then committed in order.
+public struct EncodedBlock: Sendable {
+    public let eventCount: Int
+    public let minTs: Int64
+    public let maxTs: Int64
+    /// The canonical payload (what the chain hash covers).
+    public let raw: [UInt8]
+    /// What is stored on disk (`raw` compressed by `codec`).
+    public let stored: [UInt8]
+    public let codec: BlockHeader.Codec
+
+    public init(events: some Collection<Event>) throws(StorageError) {
+        precondition(!events.isEmpty, "a block holds at least one event")
+        var encoder = BlockPayloadEncoder(expectedEvents: events.count)
+        for e in events { encoder.append(e) }
+        try self.init(encoder: encoder)
+    }
+
+    public init(encoder: BlockPayloadEncoder) throws(StorageError) {
+        let raw = encoder.finish()
+        guard raw.count <= BlockLimits.rawBytesMax else {
+            throw .invalidArgument("block payload of \(raw.count) bytes exceeds \(BlockLimits.rawBytesMax)")
+        }
+        let compressed = try raw.withUnsafeBytes { r in Result { () throws(StorageError) in try LZ4.compress(r) } }.get()
+        self.eventCount = encoder.count
+        self.minTs = encoder.minTs
+        self.maxTs = encoder.maxTs
+        self.raw = raw
+        // Random-looking payloads do not shrink; storing them as-is keeps reads cheap.
+        if compressed.count < raw.count {
+            self.stored = compressed
+            self.codec = .lz4
+        } else {
+            self.stored = raw
+            self.codec = .none
+        }
+    }
+}
+
+/// Decodes a block read from disk after checking its stored bytes.
+public enum BlockReader {
+    public enum Problem: Error, CustomStringConvertible, Sendable {
+        case payloadChecksum, decompression, payload(BlockPayloadError), countMismatch(UInt32, Int), timeRange
+        public var description: String {
+            switch self {
+            case .payloadChecksum: "payload checksum mismatch"
+            case .decompression: "payload does not decompress to its recorded size"
+            case let .payload(e): "payload does not decode: \(e)"
+            case let .countMismatch(header, payload): "header says \(header) events, payload holds \(payload)"
+            case .timeRange: "events' timestamps fall outside the header's time range"
+            }
+        }
+    }
+
+    /// Checks the stored bytes and returns the raw (uncompressed) payload.
+    public static func rawPayload(header: BlockHeader, stored: UnsafeRawBufferPointer) -> Result<[UInt8], Problem> {
+        guard XXH64.hash(stored) == header.payloadChecksum else { return .failure(.payloadChecksum) }
+        switch header.codec {
+        case .none:
+            guard stored.count == Int(header.rawBytes) else { return .failure(.decompression) }
+            return .success(Array(stored))
+        case .lz4:
+            var raw = [UInt8](repeating: 0, count: Int(header.rawBytes))
+            let ok = raw.withUnsafeMutableBytes { LZ4.decompress(stored, into: $0) }
+            return ok ? .success(raw) : .failure(.decompression)
+        }
+    }
+
+    public static func decode(header: BlockHeader, raw: [UInt8]) -> Result<DecodedBlock, Problem> {
+        let decoded: DecodedBlock
+        do { decoded = try BlockPayloadDecoder.decode(raw) } catch { return .failure(.payload(error)) }
+        guard decoded.count == Int(header.eventCount) else { return .failure(.countMismatch(header.eventCount, decoded.count)) }
+        for t in decoded.ts where t < header.minTs || t > header.maxTs { return .failure(.timeRange) }
+        return .success(decoded)
+    }
+}

@@ -1,0 +1,312 @@
+// Opening a log: scan, validate, cut a torn tail, report damage (FORMAT.md, "Recovery").
+//
+// Decision table, per position in the scan:
+//
+//   what is found                                   | last block of last segment | anywhere else
+//   ------------------------------------------------+----------------------------+------------------------------
+//   clean end of file                               | done                       | next segment
+//   fewer bytes left than a block header            | torn tail: cut             | damage
+//   header unreadable, no valid header after it     | torn tail: cut             | damage up to next segment
+//   header unreadable, a valid header after it      | damage (range to it)       | damage (range to it)
+//   header valid, payload runs past end of file     | torn tail: cut             | damage
+//   header valid, payload checksum mismatch         | torn tail: cut             | damage (the block's range)
+//   header valid, sequence gap or overlap           | damage                     | damage
+//   segment header unreadable                       | cut if ≤ header size       | damage
+//
+// A cut copies the bytes to DIR/quarantine/ before truncating: nothing is ever deleted unseen.
+// Damage makes the log read-only; nothing is cut while any damage is present.
+import LedgerCrypto
+import LedgerModel
+
+public struct TailCut: Sendable, Equatable, CustomStringConvertible {
+    public let segment: String
+    public let offset: UInt64
+    public let bytes: UInt64
+    /// The sequence range of the cut block when its header was readable.
+    public let seqRange: ClosedRange<UInt64>?
+    /// The first sequence number the cut would have held.
+    public let expectedSeq: UInt64
+    public let reason: String
+    public internal(set) var quarantinePath: String?
+    public internal(set) var applied: Bool
+
+    public var description: String {
+        let range = seqRange.map { "seq \($0.lowerBound)-\($0.upperBound)" } ?? "from seq \(expectedSeq), header unreadable"
+        let action = applied ? "cut" : "found (not cut: opened read-only)"
+        return "torn tail \(action): \(bytes) bytes at \(segment) offset \(offset) (\(range)): \(reason)"
+            + (quarantinePath.map { "; bytes kept in \($0)" } ?? "")
+    }
+}
+
+public struct Damage: Sendable, Equatable, CustomStringConvertible {
+    public let segment: String
+    public let offset: UInt64
+    public let firstSeq: UInt64
+    /// nil when the end of the damaged range is unknown.
+    public let lastSeq: UInt64?
+    public let reason: String
+
+    public var description: String {
+        let range = lastSeq.map { firstSeq == $0 ? "seq \(firstSeq)" : "seq \(firstSeq)-\($0)" } ?? "seq \(firstSeq) onwards"
+        return "damage at \(segment) offset \(offset) (\(range)): \(reason)"
+    }
+}
+
+public struct RecoveryReport: Sendable, Equatable, CustomStringConvertible {
+    public var tailCut: TailCut?
+    public var damage: [Damage] = []
+    /// Segment index files that were missing or stale and were rebuilt from the segments.
+    public var indexesRebuilt: [String] = []
+
+    public var isClean: Bool { tailCut == nil && damage.isEmpty }
+
+    public var description: String {
+        var lines = [String]()
+        if let tailCut { lines.append(tailCut.description) }
+        lines += damage.map(\.description)
+        return lines.isEmpty ? "clean" : lines.joined(separator: "\n")
+    }
+}
+
+extension SegmentLog {
+    public static let lockFileName = "LOCK"
+    public static let quarantineDirectory = "quarantine"
+
+    /// Opens (creating if needed, unless read-only) the log in `directory` and recovers it.
+    /// - Throws: when the directory cannot be used at all; damage does not throw, it makes the
+    ///   log read-only and is listed in `recovery`.
+    public static func open(directory: String, options: LogOptions = LogOptions(), fileSystem: any FileSystem = PosixFileSystem(),
+                            clock: any Clock = SystemClock()) throws(StorageError) -> SegmentLog {
+        let log = SegmentLog(directory: directory, options: options, fs: fileSystem, clock: clock)
+        if options.readOnly {
+            guard fileSystem.fileExists(directory) else { throw .io(operation: "open ledger", path: directory, errno: 2) }
+        } else {
+            try fileSystem.createDirectory(directory)
+            guard let lock = try fileSystem.lock(joinPath(directory, lockFileName)) else { throw .locked(path: directory) }
+            log.lockHandle = lock
+        }
+        try log.recover()
+        return log
+    }
+
+    func recover() throws(StorageError) {
+        let names = try fs.listDirectory(directory)
+        let segmentNames = names.filter { SegmentHeader.firstSeq(fromFileName: $0) != nil }.sorted()
+        var report = RecoveryReport()
+        var expectedSeq: UInt64 = 1
+        var previousChain: Digest32? = .zero
+        var pendingCut: (segment: String, handle: any FileHandle, offset: UInt64, cut: TailCut)?
+        var keptSegments = [String]()
+        var lastSegmentSize: UInt64 = 0
+
+        for (i, name) in segmentNames.enumerated() {
+            let isLast = i == segmentNames.count - 1
+            let nameSeq = SegmentHeader.firstSeq(fromFileName: name)!
+            let nextSegmentSeq = isLast ? nil : SegmentHeader.firstSeq(fromFileName: segmentNames[i + 1])
+            let path = joinPath(directory, name)
+            let handle = try fs.open(path, create: false, writable: !options.readOnly)
+            let size = try handle.size()
+            let headerBytes = try handle.read(at: 0, count: SegmentHeader.size)
+            let header = headerBytes.withUnsafeBytes { SegmentHeader.decode($0) }
+
+            guard case let .success(segmentHeader) = header else {
+                let problem: String = if case let .failure(p) = header { p.description } else { "" }
+                if isLast && size <= UInt64(SegmentHeader.size) {
+                    pendingCut = (name, handle, 0, TailCut(segment: name, offset: 0, bytes: size, seqRange: nil, expectedSeq: expectedSeq,
+                                                            reason: "segment header incomplete (\(problem))", quarantinePath: nil, applied: false))
+                } else {
+                    report.damage.append(Damage(segment: name, offset: 0, firstSeq: nameSeq, lastSeq: nextSegmentSeq.map { $0 - 1 },
+                                                reason: "segment header: \(problem)"))
+                    expectedSeq = nextSegmentSeq ?? expectedSeq
+                    previousChain = nil
+                    keptSegments.append(name)
+                }
+                continue
+            }
+            keptSegments.append(name)
+            if segmentHeader.firstSeq != nameSeq {
+                report.damage.append(Damage(segment: name, offset: 0, firstSeq: nameSeq, lastSeq: nextSegmentSeq.map { $0 - 1 },
+                                            reason: "segment header says it starts at seq \(segmentHeader.firstSeq)"))
+            }
+            if nameSeq > expectedSeq {
+                report.damage.append(Damage(segment: name, offset: 0, firstSeq: expectedSeq, lastSeq: nameSeq - 1,
+                                            reason: "events missing before this segment (segment file removed?)"))
+                expectedSeq = nameSeq
+                previousChain = nil
+            } else if nameSeq < expectedSeq {
+                report.damage.append(Damage(segment: name, offset: 0, firstSeq: nameSeq, lastSeq: expectedSeq - 1,
+                                            reason: "segment overlaps the one before it"))
+            }
+            if let previousChain, previousChain != segmentHeader.previousChainHash {
+                report.damage.append(Damage(segment: name, offset: 0, firstSeq: nameSeq, lastSeq: nil,
+                                            reason: "segment's previous chain hash does not match the block before it"))
+            }
+
+            var locations: [BlockLocation]? = nil
+            if !isLast, let indexed = readIndex(segment: name, size: size), indexed.first?.header.firstSeq == nameSeq {
+                locations = indexed
+            }
+            if let locations {
+                blocks += locations
+                expectedSeq = locations.last!.header.lastSeq + 1
+                previousChain = locations.last!.header.chainHash
+            } else {
+                let scan = try scanSegment(handle: handle, name: name, size: size, checkPayloads: isLast, isLast: isLast,
+                                           expectedSeq: &expectedSeq, previousChain: &previousChain, report: &report)
+                blocks += scan.locations
+                if !isLast && !options.readOnly && scan.clean {
+                    try? writeIndex(segment: name, size: size, blocks: scan.locations)
+                    report.indexesRebuilt.append(name)
+                }
+                if let cut = scan.cut { pendingCut = (name, handle, cut.offset, cut) }
+            }
+            if isLast { lastSegmentSize = size }
+            if isLast && !options.readOnly { activeHandle = handle } else { handle.close() }
+        }
+
+        if var cut = pendingCut {
+            if report.damage.isEmpty && !options.readOnly {
+                try applyCut(&cut.cut, handle: cut.handle)
+                if cut.offset == 0 {
+                    keptSegments.removeAll { $0 == cut.segment }
+                    activeHandle = nil
+                    lastSegmentSize = 0
+                } else {
+                    lastSegmentSize = cut.offset
+                }
+            }
+            report.tailCut = cut.cut
+        }
+        segments = keptSegments
+        if let last = blocks.last {
+            lastSeq = last.header.lastSeq
+            chainHash = last.header.chainHash
+        } else if let first = keptSegments.first, let seq = SegmentHeader.firstSeq(fromFileName: first), seq > 1 {
+            lastSeq = seq - 1
+        }
+        if activeHandle != nil { activeSize = lastSegmentSize }
+        if !keptSegments.isEmpty && blocks.isEmpty && activeHandle != nil && report.damage.isEmpty {
+            // An empty active segment carries the chain hash of what came before it.
+            let header = try activeHandle!.read(at: 0, count: SegmentHeader.size)
+            if case let .success(h) = header.withUnsafeBytes({ SegmentHeader.decode($0) }) { chainHash = h.previousChainHash }
+        }
+        recovery = report
+    }
+
+    struct ScanResult {
+        var locations: [BlockLocation] = []
+        var cut: TailCut?
+        var clean = true
+    }
+
+    /// Walks a segment's blocks from the header on. Damage goes into `report`; a torn tail is
+    /// returned (only ever for the last segment) so the caller decides whether to cut.
+    func scanSegment(handle: any FileHandle, name: String, size: UInt64, checkPayloads: Bool, isLast: Bool,
+                     expectedSeq: inout UInt64, previousChain: inout Digest32?, report: inout RecoveryReport) throws(StorageError) -> ScanResult {
+        var result = ScanResult()
+        var offset = UInt64(SegmentHeader.size)
+        func tail(_ bytes: UInt64, _ range: ClosedRange<UInt64>?, _ reason: String) {
+            result.cut = TailCut(segment: name, offset: offset, bytes: bytes, seqRange: range, expectedSeq: expectedSeq,
+                                 reason: reason, quarantinePath: nil, applied: false)
+        }
+        func damage(_ first: UInt64, _ last: UInt64?, _ reason: String) {
+            report.damage.append(Damage(segment: name, offset: offset, firstSeq: first, lastSeq: last, reason: reason))
+            result.clean = false
+        }
+        while offset < size {
+            let remaining = size - offset
+            if remaining < UInt64(BlockHeader.size) {
+                if isLast { tail(remaining, nil, "\(remaining) bytes, less than a block header") } else { damage(expectedSeq, nil, "\(remaining) stray bytes at the end of a sealed segment") }
+                break
+            }
+            let headerBytes = try handle.read(at: offset, count: BlockHeader.size)
+            switch headerBytes.withUnsafeBytes({ BlockHeader.decode($0) }) {
+            case let .failure(problem):
+                if let (nextOffset, next) = try resync(handle: handle, from: offset + 1, size: size) {
+                    damage(expectedSeq, next.firstSeq > expectedSeq ? next.firstSeq - 1 : nil, problem.description)
+                    offset = nextOffset
+                    expectedSeq = next.firstSeq
+                    previousChain = nil
+                    continue
+                }
+                if isLast { tail(remaining, nil, problem.description) } else { damage(expectedSeq, nil, problem.description) }
+                return result
+            case let .success(header):
+                let end = offset + UInt64(header.totalBytes)
+                if end > size {
+                    if isLast { tail(remaining, header.seqRange, "block runs \(end - size) bytes past the end of the file") }
+                    else { damage(header.firstSeq, header.lastSeq, "block runs past the end of the segment") }
+                    return result
+                }
+                if header.firstSeq != expectedSeq {
+                    if header.firstSeq > expectedSeq {
+                        damage(expectedSeq, header.firstSeq - 1, "events missing: block starts at seq \(header.firstSeq), expected \(expectedSeq)")
+                    } else {
+                        damage(header.firstSeq, header.lastSeq, "block repeats or reorders seq \(header.firstSeq), expected \(expectedSeq)")
+                    }
+                    previousChain = nil
+                }
+                if checkPayloads {
+                    let stored = try handle.read(at: offset + UInt64(BlockHeader.size), count: Int(header.storedBytes))
+                    if stored.withUnsafeBytes({ XXH64.hash($0) }) != header.payloadChecksum {
+                        if isLast && end == size {
+                            tail(remaining, header.seqRange, "payload checksum mismatch in the last block")
+                            return result
+                        }
+                        damage(header.firstSeq, header.lastSeq, "payload checksum mismatch")
+                        offset = end
+                        expectedSeq = header.lastSeq + 1
+                        previousChain = nil
+                        continue
+                    }
+                }
+                result.locations.append(BlockLocation(segment: name, offset: offset, header: header))
+                expectedSeq = header.lastSeq + 1
+                previousChain = header.chainHash
+                offset = end
+            }
+        }
+        return result
+    }
+
+    /// Finds the next offset after `from` holding a valid block header.
+    func resync(handle: any FileHandle, from: UInt64, size: UInt64) throws(StorageError) -> (UInt64, BlockHeader)? {
+        guard from < size else { return nil }
+        let rest = try handle.read(at: from, count: Int(size - from))
+        return rest.withUnsafeBytes { raw -> (UInt64, BlockHeader)? in
+            var i = 0
+            while i + BlockHeader.size <= raw.count {
+                if raw[i] == 0x54 && raw[i + 1] == 0x4C && raw[i + 2] == 0x42 && raw[i + 3] == 0x4B,
+                   case let .success(h) = BlockHeader.decode(UnsafeRawBufferPointer(rebasing: raw[i..<(i + BlockHeader.size)])),
+                   i + h.totalBytes <= raw.count {
+                    return (from + UInt64(i), h)
+                }
+                i += 1
+            }
+            return nil
+        }
+    }
+
+    func applyCut(_ cut: inout TailCut, handle: any FileHandle) throws(StorageError) {
+        let quarantine = joinPath(directory, SegmentLog.quarantineDirectory)
+        try fs.createDirectory(quarantine)
+        let bytes = try handle.read(at: cut.offset, count: Int(cut.bytes))
+        let path = joinPath(quarantine, "\(cut.segment)@\(cut.offset).torn")
+        let copy = try fs.open(path, create: true, writable: true)
+        try copy.truncate(to: 0)
+        try copy.write(at: 0, bytes)
+        try copy.sync()
+        copy.close()
+        try fs.syncDirectory(quarantine)
+        if cut.offset == 0 {
+            handle.close()
+            try fs.remove(handle.path)
+        } else {
+            try handle.truncate(to: cut.offset)
+            try handle.sync()
+        }
+        try fs.syncDirectory(directory)
+        cut.quarantinePath = path
+        cut.applied = true
+    }
+}
