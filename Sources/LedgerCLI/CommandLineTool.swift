@@ -1,3 +1,67 @@
+import Glibc
+
+/// Entry point of the `tokenledger` executable. Exit codes: 0 success, 1 the work failed
+/// (invalid input, damaged ledger, failed verification), 2 usage error.
 public enum CommandLineTool {
-    public static func main(_ arguments: [String]) -> Int32 { 0 }
+    struct Command: Sendable {
+        let name: String
+        let summary: String
+        let usage: String
+        let run: @Sendable ([String]) throws(CLIError) -> Int32
+    }
+
+    static let commands: [Command] = [
+        Command(name: "gen", summary: "write a seeded, realistic workload as NDJSON", usage: GenCommand.usage, run: GenCommand.run),
+        Command(name: "append", summary: "import NDJSON events into a ledger (offline)", usage: AppendCommand.usage, run: AppendCommand.run),
+        Command(name: "replay", summary: "stream events from a ledger, filtered", usage: ReplayCommand.usage, run: ReplayCommand.run),
+        Command(name: "verify", summary: "re-check every block and the hash chain", usage: VerifyCommand.usage, run: VerifyCommand.run),
+        Command(name: "digest", summary: "print a signed chain head", usage: DigestCommand.usage, run: DigestCommand.run),
+        Command(name: "info", summary: "show a ledger's head, segments and size", usage: InfoCommand.usage, run: InfoCommand.run),
+        Command(name: "bench", summary: "measure ingest, storage, replay and verify against LZ4/SHA-256", usage: BenchCommand.usage, run: BenchCommand.run),
+    ]
+
+    static var overview: String {
+        var text = """
+        tokenledger — a tamper-evident ledger of API-gateway token lifecycles
+
+        usage: tokenledger <command> [options]
+
+        commands:
+
+        """
+        for c in commands { text += "  " + c.name.padding(8) + c.summary + "\n" }
+        text += "\nrun 'tokenledger <command> --help' for a command's options.\n"
+        return text
+    }
+
+    public static func main(_ arguments: [String]) -> Int32 {
+        signal(SIGPIPE, SIG_IGN)
+        guard let name = arguments.first else {
+            printError(overview)
+            return 2
+        }
+        if name == "--help" || name == "-h" || name == "help" {
+            print(overview, terminator: "")
+            return 0
+        }
+        guard let command = commands.first(where: { $0.name == name }) else {
+            printError("tokenledger: unknown command '\(name)'\n\n" + overview)
+            return 2
+        }
+        let rest = Array(arguments.dropFirst())
+        if rest.contains("--help") || rest.contains("-h") {
+            print(command.usage)
+            return 0
+        }
+        do {
+            return try command.run(rest)
+        } catch {
+            if !error.message.isEmpty { printError(error.message) }
+            return error.exitCode
+        }
+    }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
 }

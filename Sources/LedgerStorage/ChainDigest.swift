@@ -14,6 +14,10 @@ public struct ChainDigest: Sendable, Equatable {
     public var keyID: String
     public var signature: [UInt8]
 
+    public init(seq: UInt64, chainHash: Digest32, algorithm: Algorithm, keyID: String, signature: [UInt8]) {
+        self.seq = seq; self.chainHash = chainHash; self.algorithm = algorithm; self.keyID = keyID; self.signature = signature
+    }
+
     /// The exact bytes that are signed.
     public static func message(seq: UInt64, chainHash: Digest32) -> [UInt8] {
         Array("\(format)\nseq=\(seq)\nchain=\(chainHash.hex)\n".utf8)

@@ -1,0 +1,460 @@
+// Maps JSON fields of the v1 schema onto Event: key matching, per-field types and limits,
+// attrs, unknown fields and the required-field rules. The rules are documented once, on
+// NDJSONDecoder.
+
+/// Top-level fields of the v1 schema; the raw value is the bit in the seen-fields mask.
+enum NDJSONField: UInt8, CaseIterable {
+    case type, ts, token, tokenType, sub, clientID, iss, aud, scope, exp, parent, gateway, release,
+         track, route, method, status, clientIP, requestID, reason, marker, weight, attrs
+
+    var name: String {
+        switch self {
+        case .type: "type"
+        case .ts: "ts"
+        case .token: "token"
+        case .tokenType: "token_type"
+        case .sub: "sub"
+        case .clientID: "client_id"
+        case .iss: "iss"
+        case .aud: "aud"
+        case .scope: "scope"
+        case .exp: "exp"
+        case .parent: "parent"
+        case .gateway: "gateway"
+        case .release: "release"
+        case .track: "track"
+        case .route: "route"
+        case .method: "method"
+        case .status: "status"
+        case .clientIP: "client_ip"
+        case .requestID: "request_id"
+        case .reason: "reason"
+        case .marker: "marker"
+        case .weight: "weight"
+        case .attrs: "attrs"
+        }
+    }
+
+    @inline(__always) var bit: UInt32 { 1 &<< UInt32(rawValue) }
+
+    /// Matches a key by length, then by its bytes packed little-endian into one or two words
+    /// compared against constants (checked against `name` by a unit test), so no String is built.
+    @inline(__always)
+    static func match(_ k: UnsafePointer<UInt8>, _ n: Int) -> NDJSONField? {
+        guard n >= 2 && n <= 10 else { return nil }
+        var lo: UInt64 = 0
+        var j = min(n, 8) &- 1
+        while j >= 0 {
+            lo = lo &<< 8 | UInt64(k[j])
+            j &-= 1
+        }
+        var hi: UInt64 = 0
+        j = n &- 1
+        while j >= 8 {
+            hi = hi &<< 8 | UInt64(k[j])
+            j &-= 1
+        }
+        switch n {
+        case 2: return lo == 0x7374 ? .ts : nil
+        case 3:
+            switch lo {
+            case 0x627573: return .sub
+            case 0x737369: return .iss
+            case 0x647561: return .aud
+            case 0x707865: return .exp
+            default: return nil
+            }
+        case 4: return lo == 0x6570_7974 ? .type : nil
+        case 5:
+            switch lo {
+            case 0x6E_656B_6F74: return .token
+            case 0x65_706F_6373: return .scope
+            case 0x6B_6361_7274: return .track
+            case 0x65_7475_6F72: return .route
+            case 0x73_7274_7461: return .attrs
+            default: return nil
+            }
+        case 6:
+            switch lo {
+            case 0x746E_6572_6170: return .parent
+            case 0x646F_6874_656D: return .method
+            case 0x7375_7461_7473: return .status
+            case 0x6E6F_7361_6572: return .reason
+            case 0x7265_6B72_616D: return .marker
+            case 0x7468_6769_6577: return .weight
+            default: return nil
+            }
+        case 7:
+            switch lo {
+            case 0x79_6177_6574_6167: return .gateway
+            case 0x65_7361_656C_6572: return .release
+            default: return nil
+            }
+        case 9:
+            guard lo == 0x695F_746E_6569_6C63 else { return nil }
+            return hi == 0x64 ? .clientID : hi == 0x70 ? .clientIP : nil
+        case 10:
+            if lo == 0x7974_5F6E_656B_6F74 && hi == 0x6570 { return .tokenType }
+            if lo == 0x5F74_7365_7571_6572 && hi == 0x6469 { return .requestID }
+            return nil
+        default: return nil
+        }
+    }
+}
+
+extension NDJSONParser {
+    static let typeNames = EventType.allCases.map(\.name).joined(separator: ", ")
+    static let expectedTimestamp = "expected an integer (epoch ms) or an RFC 3339 string"
+
+    mutating func parseEvent() throws(EventDecodeError) -> Event {
+        skipWhitespace()
+        guard i < end, p[i] == UInt8(ascii: "{") else { throw expected("'{' (each line holds one JSON object)", at: i) }
+        i &+= 1
+        var event = Event(type: .issued, ts: 0)
+        var seen: UInt32 = 0
+        // Names of unknown top-level fields already moved into attrs, to tell a collision with an
+        // attrs key from a plain duplicate. Stays empty, and unallocated, on well-formed input.
+        var keptUnknown: [String] = []
+
+        skipWhitespace()
+        if i < end && p[i] == UInt8(ascii: "}") {
+            i &+= 1
+        } else {
+            while true {
+                guard i < end, p[i] == UInt8(ascii: "\"") else { throw expected("'\"' to start a field name", at: i) }
+                let keyOffset = i
+                let key = try scanString()
+                try expectColon()
+                if let field = try knownField(key) {
+                    guard seen & field.bit == 0 else {
+                        throw fieldError(field.name, "duplicate field", at: keyOffset)
+                    }
+                    seen |= field.bit
+                    try parseValue(of: field, into: &event, keptUnknown: keptUnknown)
+                } else {
+                    try parseUnknownField(key, keyOffset: keyOffset, into: &event, keptUnknown: &keptUnknown)
+                }
+                skipWhitespace()
+                guard i < end else { throw expected("',' or '}'", at: i) }
+                if p[i] == UInt8(ascii: ",") {
+                    i &+= 1
+                    skipWhitespace()
+                    continue
+                }
+                guard p[i] == UInt8(ascii: "}") else { throw expected("',' or '}' after a value", at: i) }
+                i &+= 1
+                break
+            }
+        }
+        skipWhitespace()
+        guard i == end else { throw syntaxError("unexpected \(found(at: i)) after the end of the JSON object", at: i) }
+
+        guard seen & NDJSONField.type.bit != 0 else { throw fieldError("type", "missing (required)", at: nil) }
+        guard seen & NDJSONField.ts.bit != 0 else { throw fieldError("ts", "missing (required)", at: nil) }
+        if event.type.isMarker {
+            guard event.marker != nil else { throw fieldError("marker", "missing (required on \"\(event.type.name)\" events)", at: nil) }
+        } else {
+            guard event.token != nil else { throw fieldError("token", "missing (required on \"\(event.type.name)\" events)", at: nil) }
+        }
+        return event
+    }
+
+    /// - Returns: nil for a name outside the schema.
+    @inline(__always)
+    func knownField(_ key: RawJSONString) throws(EventDecodeError) -> NDJSONField? {
+        if !key.hasEscapes { return NDJSONField.match(p + key.start, key.rawCount) }
+        // An escaped key ("\u0074s") names the same field as its plain spelling.
+        return try withUnescapedBytes(key) { bytes in
+            bytes.isEmpty ? nil : NDJSONField.match(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count)
+        }
+    }
+
+    @inline(__always)
+    mutating func parseValue(of field: NDJSONField, into event: inout Event, keptUnknown: [String]) throws(EventDecodeError) {
+        switch field {
+        case .type: event.type = try eventType()
+        case .ts:
+            guard let ts = try timestamp(.ts) else { throw fieldError("ts", Self.expectedTimestamp + ", got null", at: i &- 4) }
+            event.ts = ts
+        case .exp: event.exp = try timestamp(.exp)
+        case .token: event.token = try tokenID(.token)
+        case .parent: event.parent = try tokenID(.parent)
+        case .marker: event.marker = try string(.marker, allowEmpty: false)
+        case .tokenType: event.tokenType = try string(.tokenType)
+        case .sub: event.sub = try string(.sub)
+        case .clientID: event.clientID = try string(.clientID)
+        case .iss: event.iss = try string(.iss)
+        case .aud: event.aud = try string(.aud)
+        case .scope: event.scope = try string(.scope)
+        case .gateway: event.gateway = try string(.gateway)
+        case .release: event.release = try string(.release)
+        case .track: event.track = try string(.track)
+        case .route: event.route = try string(.route)
+        case .method: event.method = try string(.method)
+        case .clientIP: event.clientIP = try string(.clientIP)
+        case .requestID: event.requestID = try string(.requestID)
+        case .reason: event.reason = try string(.reason)
+        case .status: event.status = try integer(.status, in: 100...599).map { Int($0) }
+        case .weight: event.weight = try integer(.weight, in: 0...100).map { Int($0) }
+        case .attrs: try attrsObject(into: &event, keptUnknown: keptUnknown)
+        }
+    }
+
+    // MARK: Field types
+
+    /// Consumes the value and reports it as the wrong type for `field`.
+    @inline(never)
+    mutating func wrongType(_ field: String, _ expectation: String) -> EventDecodeError {
+        let start = i
+        do {
+            let got = try describeValue()
+            return fieldError(field, "\(expectation), got \(got)", at: start)
+        } catch {
+            return error
+        }
+    }
+
+    mutating func eventType() throws(EventDecodeError) -> EventType {
+        let expectation = "expected a string naming the event type (one of \(Self.typeNames))"
+        guard i < end, p[i] == UInt8(ascii: "\"") else { throw wrongType("type", expectation) }
+        let start = i
+        let raw = try scanString()
+        let type = try withUnescapedBytes(raw) { EventType(utf8: $0) }
+        guard let type else {
+            throw fieldError("type", "unknown event type \(excerpt(start, i)) (expected one of \(Self.typeNames))", at: start)
+        }
+        return type
+    }
+
+    @inline(__always)
+    mutating func string(_ field: NDJSONField, allowEmpty: Bool = true) throws(EventDecodeError) -> String? {
+        guard i < end, p[i] == UInt8(ascii: "\"") else {
+            if isNull() {
+                i &+= 4
+                return nil
+            }
+            throw wrongType(field.name, "expected a string")
+        }
+        let start = i
+        let raw = try scanString()
+        let count = try byteCount(raw)
+        guard count <= limits.fieldBytesMax else {
+            throw fieldError(field.name, "value is \(count) bytes, over the limit of \(limits.fieldBytesMax)", at: start)
+        }
+        guard allowEmpty || count > 0 else { throw fieldError(field.name, "must not be empty", at: start) }
+        return string(raw, count: count)
+    }
+
+    /// `token` and `parent`: fingerprinted when they may be a bearer token, before the length
+    /// limit, and never quoted in an error.
+    @inline(__always)
+    mutating func tokenID(_ field: NDJSONField) throws(EventDecodeError) -> String? {
+        guard i < end, p[i] == UInt8(ascii: "\"") else {
+            if isNull() {
+                i &+= 4
+                return nil
+            }
+            throw wrongType(field.name, "expected a string")
+        }
+        let start = i
+        let raw = try scanString()
+        let tokenBytesMax = limits.tokenBytesMax
+        let value = try withUnescapedBytes(raw) { bytes in
+            TokenFingerprint.needsFingerprint(bytes, tokenBytesMax: tokenBytesMax)
+                ? TokenFingerprint.fingerprint(bytes)
+                : String(decoding: bytes, as: UTF8.self)
+        }
+        let count = value.utf8.count
+        guard count > 0 else { throw fieldError(field.name, "must not be empty", at: start) }
+        guard count <= limits.fieldBytesMax else {
+            throw fieldError(field.name, "value is \(count) bytes, over the limit of \(limits.fieldBytesMax)", at: start)
+        }
+        return value
+    }
+
+    /// - Returns: nil for JSON null.
+    mutating func integer(_ field: NDJSONField, in range: ClosedRange<Int64>) throws(EventDecodeError) -> Int64? {
+        guard i < end else { throw expected("a value", at: i) }
+        let c = p[i]
+        if c == UInt8(ascii: "-") || DecimalDigits.isDigit(c) {
+            return try integerValue(field.name, expectation: "expected an integer", range: range)
+        }
+        if isNull() {
+            i &+= 4
+            return nil
+        }
+        throw wrongType(field.name, "expected an integer")
+    }
+
+    /// Consumes a number known to start at `i` and requires it to be an integer within `range`.
+    mutating func integerValue(_ field: String, expectation: String, range: ClosedRange<Int64>) throws(EventDecodeError) -> Int64 {
+        let number = try scanNumber()
+        guard number.isInteger else {
+            throw fieldError(field, "\(expectation), got \(excerpt(number.start, i))", at: number.start)
+        }
+        let text = UnsafeRawBufferPointer(start: p + number.start, count: i &- number.start)
+        guard let value = DecimalDigits.parseInt64(text) else {
+            throw fieldError(field, "integer \(excerpt(number.start, i)) is out of range", at: number.start)
+        }
+        guard range.contains(value) else {
+            throw fieldError(field, "\(value) is out of range (\(range.lowerBound)...\(range.upperBound))", at: number.start)
+        }
+        return value
+    }
+
+    /// `ts` / `exp`: integer epoch ms or an RFC 3339 string.
+    /// - Returns: nil for JSON null.
+    mutating func timestamp(_ field: NDJSONField) throws(EventDecodeError) -> Int64? {
+        guard i < end else { throw expected("a value", at: i) }
+        let c = p[i]
+        if c == UInt8(ascii: "-") || DecimalDigits.isDigit(c) {
+            return try integerValue(field.name, expectation: Self.expectedTimestamp, range: Int64.min...Int64.max)
+        }
+        if c == UInt8(ascii: "\"") {
+            let start = i
+            let raw = try scanString()
+            let parsed = try withUnescapedBytes(raw) { bytes in
+                Result { () throws(TimestampError) -> Int64 in try Timestamp.parseRFC3339(bytes) }
+            }
+            switch parsed {
+            case .success(let ms): return ms
+            case .failure(let error):
+                throw fieldError(field.name, "invalid RFC 3339 timestamp \(excerpt(start, i)): \(error.reason)", at: start)
+            }
+        }
+        if isNull() {
+            i &+= 4
+            return nil
+        }
+        throw wrongType(field.name, Self.expectedTimestamp)
+    }
+
+    // MARK: attrs and unknown fields
+
+    mutating func attrsObject(into event: inout Event, keptUnknown: [String]) throws(EventDecodeError) {
+        guard i < end, p[i] == UInt8(ascii: "{") else {
+            if isNull() {
+                i &+= 4
+                return
+            }
+            throw wrongType("attrs", "expected an object of string values")
+        }
+        i &+= 1
+        skipWhitespace()
+        if i < end && p[i] == UInt8(ascii: "}") {
+            i &+= 1
+            return
+        }
+        while true {
+            guard i < end, p[i] == UInt8(ascii: "\"") else { throw expected("'\"' to start a key in attrs", at: i) }
+            let keyOffset = i
+            let rawKey = try scanString()
+            try expectColon()
+            let key = try attrKey(rawKey, at: keyOffset, field: "attrs")
+            guard i < end, p[i] == UInt8(ascii: "\"") else {
+                throw wrongType("attrs", "value of key \(EventMessageText.quoted(key)) must be a string")
+            }
+            let valueOffset = i
+            let rawValue = try scanString()
+            let value = try attrValue(rawValue, at: valueOffset, field: "attrs")
+            if event.attrs[key] != nil {
+                throw keptUnknown.contains(key)
+                    ? fieldError(key, "unknown field is kept in attrs, but attrs also has the key \(EventMessageText.quoted(key))", at: keyOffset)
+                    : fieldError("attrs", "duplicate key \(EventMessageText.quoted(key))", at: keyOffset)
+            }
+            try checkAttrsRoom(event.attrs.count, at: keyOffset, field: "attrs")
+            event.attrs[key] = value
+            skipWhitespace()
+            guard i < end else { throw expected("',' or '}' in attrs", at: i) }
+            if p[i] == UInt8(ascii: ",") {
+                i &+= 1
+                skipWhitespace()
+                continue
+            }
+            guard p[i] == UInt8(ascii: "}") else { throw expected("',' or '}' after a value in attrs", at: i) }
+            i &+= 1
+            return
+        }
+    }
+
+    /// Keeps an unknown top-level field with a scalar value in attrs (see NDJSONDecoder).
+    mutating func parseUnknownField(_ rawName: RawJSONString, keyOffset: Int, into event: inout Event,
+                                    keptUnknown: inout [String]) throws(EventDecodeError) {
+        let nameCount = try byteCount(rawName)
+        let name = string(rawName, count: nameCount)
+        guard i < end else { throw expected("a value", at: i) }
+        let valueOffset = i
+        let value: String
+        switch p[i] {
+        case UInt8(ascii: "\""):
+            let raw = try scanString()
+            value = try attrValue(raw, at: valueOffset, field: name)
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            let number = try scanNumber()
+            let count = i &- number.start
+            guard count <= limits.attrValueBytesMax else {
+                throw fieldError(name, "value is \(count) bytes, over the attrs value limit of \(limits.attrValueBytesMax) (unknown fields are kept in attrs)", at: valueOffset)
+            }
+            value = String(decoding: UnsafeBufferPointer(start: p + number.start, count: count), as: UTF8.self)
+        case UInt8(ascii: "t"), UInt8(ascii: "f"), UInt8(ascii: "n"):
+            value = try scanLiteral()
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            let kind = p[i] == UInt8(ascii: "{") ? "an object" : "an array"
+            throw fieldError(name, "unknown field \(EventMessageText.quoted(name)) with a non-scalar value (\(kind)); an unknown field is kept in attrs only when its value is a string, number, bool or null", at: valueOffset)
+        default:
+            throw expected("a JSON value", at: i)
+        }
+        guard nameCount > 0 else {
+            throw syntaxError("a field with an empty name cannot be kept in attrs", at: keyOffset)
+        }
+        guard nameCount <= limits.attrKeyBytesMax else {
+            throw fieldError(name, "unknown field name is \(nameCount) bytes, over the attrs key limit of \(limits.attrKeyBytesMax) (unknown fields are kept in attrs)", at: keyOffset)
+        }
+        if event.attrs[name] != nil {
+            throw keptUnknown.contains(name)
+                ? fieldError(name, "duplicate field", at: keyOffset)
+                : fieldError(name, "unknown field is kept in attrs, but attrs also has the key \(EventMessageText.quoted(name))", at: keyOffset)
+        }
+        try checkAttrsRoom(event.attrs.count, at: keyOffset, field: name)
+        event.attrs[name] = value
+        keptUnknown.append(name)
+    }
+
+    func checkAttrsRoom(_ count: Int, at offset: Int, field: String) throws(EventDecodeError) {
+        guard count < limits.attrsCountMax else {
+            throw fieldError(field, "attrs would exceed \(limits.attrsCountMax) entries (unknown top-level fields are kept in attrs and count too)", at: offset)
+        }
+    }
+
+    func attrKey(_ raw: RawJSONString, at offset: Int, field: String) throws(EventDecodeError) -> String {
+        let count = try byteCount(raw)
+        guard count <= limits.attrKeyBytesMax else {
+            throw fieldError(field, "key is \(count) bytes, over the limit of \(limits.attrKeyBytesMax)", at: offset)
+        }
+        return string(raw, count: count)
+    }
+
+    /// An attrs value; a JWT in it is fingerprinted like `token`, before the length limit.
+    func attrValue(_ raw: RawJSONString, at offset: Int, field: String) throws(EventDecodeError) -> String {
+        let count = try byteCount(raw)
+        if count >= 5 {
+            let fingerprint = try withUnescapedBytes(raw) { bytes -> String? in
+                Self.looksLikeJWTValue(bytes) ? TokenFingerprint.fingerprint(bytes) : nil
+            }
+            if let fingerprint { return fingerprint }
+        }
+        guard count <= limits.attrValueBytesMax else {
+            throw fieldError(field, "value is \(count) bytes, over the attrs value limit of \(limits.attrValueBytesMax)", at: offset)
+        }
+        return string(raw, count: count)
+    }
+
+    /// Stricter than TokenFingerprint.looksLikeJWT, which is meant for token ids: free-form attrs
+    /// such as a version "1.2.3" also have three dot-separated parts, but only a JWT starts with
+    /// the base64url of `{"`.
+    @inline(__always)
+    static func looksLikeJWTValue(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.count >= 5 && bytes[0] == UInt8(ascii: "e") && bytes[1] == UInt8(ascii: "y") && bytes[2] == UInt8(ascii: "J")
+            && TokenFingerprint.looksLikeJWT(bytes)
+    }
+}

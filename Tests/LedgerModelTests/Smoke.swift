@@ -1,0 +1,3 @@
+import XCTest
+@testable import LedgerModel
+final class SmokeTests: XCTestCase { func testNothing() {} }
