@@ -23,6 +23,6 @@ let package = Package(
         .testTarget(name: "LedgerModelTests", dependencies: ["LedgerModel"]),
         .testTarget(name: "LedgerWorkloadTests", dependencies: ["LedgerWorkload", "LedgerModel"]),
         .testTarget(name: "LedgerStorageTests", dependencies: ["LedgerStorage", "LedgerModel", "LedgerWorkload"]),
-        .testTarget(name: "LedgerCLITests", dependencies: ["LedgerCLI", "LedgerStorage", "LedgerModel"]),
+        .testTarget(name: "LedgerCLITests", dependencies: ["LedgerCLI", "LedgerStorage", "LedgerModel", "LedgerWorkload"]),
     ]
 )

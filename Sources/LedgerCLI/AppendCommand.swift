@@ -21,12 +21,13 @@ enum AppendCommand {
                           or never (leave write-back to the OS)
       --segment-bytes N   roll segments at this size (default 64M)
       --block-events N    events per block (default 16384)
+      --report-commits    print "committed SEQ" on stdout after every durable commit
       --quiet             no progress on stderr
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
         let args = try Arguments(arguments, spec: .init(options: ["data", "fsync", "segment-bytes", "block-events"],
-                                                        flags: ["skip-invalid", "quiet"], positionalsMax: 1), command: "append")
+                                                        flags: ["skip-invalid", "quiet", "report-commits"], positionalsMax: 1), command: "append")
         let directory = try args.required("data")
         var logOptions = LogOptions()
         if let text = args.string("fsync") {
@@ -56,6 +57,14 @@ enum AppendCommand {
         options.showProgress = !args.has("quiet")
         options.chunkLines = logOptions.blockEventsMax
         let importer = NDJSONImporter(log: log, options: options)
+        if args.has("report-commits") {
+            let durable = logOptions.fsync == .always
+            importer.onCommit = { seq in
+                // Written straight to fd 1, unbuffered: whoever reads it may be about to kill us.
+                let line = Array("committed \(seq)\(durable ? "" : " (not fsynced)")\n".utf8)
+                line.withUnsafeBytes { _ = write(1, $0.baseAddress!, $0.count) }
+            }
+        }
         let outcome = try importer.run(fd: fd)
         do { try log.close() } catch { throw .failure("append", "closing the ledger: \(error)") }
 

@@ -100,8 +100,7 @@ enum StringKind {
 
 /// Builds the payload of one block. Feed events in sequence order, then `finish()`.
 public struct BlockPayloadEncoder {
-    private var strings: [String] = []
-    private var stringIndex: [String: UInt32] = [:]
+    private var interner: StringInterner
     private var streams: [[UInt8]] = Array(repeating: [], count: PayloadStream.count)
     /// Per event, the reference of each string field (UInt32.max when absent).
     private var refs: [UInt32] = []
@@ -114,6 +113,7 @@ public struct BlockPayloadEncoder {
     public private(set) var maxTs: Int64 = .min
 
     public init(expectedEvents: Int = 4096) {
+        interner = StringInterner(capacity: max(64, expectedEvents / 2))
         lastRefCache = Array(repeating: ("", UInt32.max), count: StringField.count + 1)
         refs.reserveCapacity(expectedEvents * StringField.count)
         for i in 0..<PayloadStream.count { streams[i].reserveCapacity(expectedEvents * (i < PayloadStream.firstString + 4 ? 2 : 1)) }
@@ -123,17 +123,19 @@ public struct BlockPayloadEncoder {
         // Most fields repeat the value of the event before; that check is cheaper than hashing.
         let cached = lastRefCache[field]
         if cached.1 != UInt32.max && cached.0 == value { return cached.1 }
-        let id: UInt32
-        if let existing = stringIndex[value] {
-            id = existing
-        } else {
-            id = UInt32(strings.count)
-            strings.append(value)
-            stringIndex[value] = id
-            lastEventOfToken.append(0)
-        }
+        let (id, isNew) = interner.intern(value)
+        if isNew { lastEventOfToken.append(0) }
         lastRefCache[field] = (value, id)
         return id
+    }
+
+    @inline(__always) private mutating func field(_ f: Int, _ value: String?, _ presence: inout UInt32) {
+        if let value {
+            presence |= 1 << UInt32(f)
+            refs.append(intern(value, field: f))
+        } else {
+            refs.append(UInt32.max)
+        }
     }
 
     public mutating func append(_ event: Event) {
@@ -145,14 +147,13 @@ public struct BlockPayloadEncoder {
 
         var presence: UInt32 = 0
         let base = refs.count
-        for f in 0..<StringField.count {
-            if let value = StringField(rawValue: f)!.value(in: event) {
-                presence |= 1 << UInt32(f)
-                refs.append(intern(value, field: f))
-            } else {
-                refs.append(UInt32.max)
-            }
-        }
+        // Unrolled in StringField order: a switch per field showed up in profiles.
+        field(0, event.token, &presence); field(1, event.tokenType, &presence); field(2, event.sub, &presence)
+        field(3, event.clientID, &presence); field(4, event.iss, &presence); field(5, event.aud, &presence)
+        field(6, event.scope, &presence); field(7, event.parent, &presence); field(8, event.gateway, &presence)
+        field(9, event.release, &presence); field(10, event.track, &presence); field(11, event.route, &presence)
+        field(12, event.method, &presence); field(13, event.clientIP, &presence); field(14, event.requestID, &presence)
+        field(15, event.reason, &presence); field(16, event.marker, &presence)
         if event.exp != nil { presence |= PresenceBit.exp }
         if event.status != nil { presence |= PresenceBit.status }
         if event.weight != nil { presence |= PresenceBit.weight }
@@ -196,6 +197,7 @@ public struct BlockPayloadEncoder {
     public func finish() -> [UInt8] {
         var out = [UInt8]()
         var total = 16 + streams.reduce(0) { $0 + $1.count }
+        let strings = interner.strings
         for s in strings { total += s.utf8.count + 2 }
         out.reserveCapacity(total)
         appendVarint(UInt64(count), to: &out)

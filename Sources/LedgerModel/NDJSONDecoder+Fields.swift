@@ -106,11 +106,12 @@ extension NDJSONParser {
     static let typeNames = EventType.allCases.map(\.name).joined(separator: ", ")
     static let expectedTimestamp = "expected an integer (epoch ms) or an RFC 3339 string"
 
-    mutating func parseEvent() throws(EventDecodeError) -> Event {
+    /// Fills `event`, which the caller creates empty, so the large struct is built in place
+    /// rather than copied out on return.
+    mutating func parseEvent(into event: inout Event) throws(EventDecodeError) {
         skipWhitespace()
         guard i < end, p[i] == UInt8(ascii: "{") else { throw expected("'{' (each line holds one JSON object)", at: i) }
         i &+= 1
-        var event = Event(type: .issued, ts: 0)
         var seen: UInt32 = 0
         // Names of unknown top-level fields already moved into attrs, to tell a collision with an
         // attrs key from a plain duplicate. Stays empty, and unallocated, on well-formed input.
@@ -156,7 +157,6 @@ extension NDJSONParser {
         } else {
             guard event.token != nil else { throw fieldError("token", "missing (required on \"\(event.type.name)\" events)", at: nil) }
         }
-        return event
     }
 
     /// - Returns: nil for a name outside the schema.
@@ -215,18 +215,46 @@ extension NDJSONParser {
     }
 
     mutating func eventType() throws(EventDecodeError) -> EventType {
-        let expectation = "expected a string naming the event type (one of \(Self.typeNames))"
-        guard i < end, p[i] == UInt8(ascii: "\"") else { throw wrongType("type", expectation) }
+        guard i < end, p[i] == UInt8(ascii: "\"") else {
+            throw wrongType("type", "expected a string naming the event type (one of \(Self.typeNames))")
+        }
         let start = i
         let raw = try scanString()
-        let type = try withUnescapedBytes(raw) { EventType(utf8: $0) }
+        let type = raw.hasEscapes
+            ? try withUnescapedBytes(raw) { EventType(utf8: $0) }
+            : Self.eventType(p + raw.start, raw.rawCount)
         guard let type else {
             throw fieldError("type", "unknown event type \(excerpt(start, i)) (expected one of \(Self.typeNames))", at: start)
         }
         return type
     }
 
+    /// EventType(utf8:) without its per-candidate String work: the name's bytes packed into
+    /// words, as in NDJSONField.match (checked against EventType.name by a unit test).
     @inline(__always)
+    static func eventType(_ b: UnsafePointer<UInt8>, _ n: Int) -> EventType? {
+        guard n >= 6 && n <= 9 else { return nil }
+        var lo: UInt64 = 0
+        var j = min(n, 8) &- 1
+        while j >= 0 {
+            lo = lo &<< 8 | UInt64(b[j])
+            j &-= 1
+        }
+        let hi: UInt64 = n == 9 ? UInt64(b[8]) : 0
+        switch (lo, hi) {
+        case (0x6465_7573_7369, 0): return .issued
+        case (0x6574_6164_696C_6176, 0x64): return .validated
+        case (0x6465_7463_656A_6572, 0): return .rejected
+        case (0x6568_7365_7266_6572, 0x64): return .refreshed
+        case (0x64_656B_6F76_6572, 0): return .revoked
+        case (0x64_6572_6970_7865, 0): return .expired
+        case (0x796F_6C70_6564, 0): return .deploy
+        case (0x65_746F_6D6F_7270, 0): return .promote
+        case (0x6B63_6162_6C6C_6F72, 0): return .rollback
+        default: return nil
+        }
+    }
+
     mutating func string(_ field: NDJSONField, allowEmpty: Bool = true) throws(EventDecodeError) -> String? {
         guard i < end, p[i] == UInt8(ascii: "\"") else {
             if isNull() {
@@ -247,7 +275,6 @@ extension NDJSONParser {
 
     /// `token` and `parent`: fingerprinted when they may be a bearer token, before the length
     /// limit, and never quoted in an error.
-    @inline(__always)
     mutating func tokenID(_ field: NDJSONField) throws(EventDecodeError) -> String? {
         guard i < end, p[i] == UInt8(ascii: "\"") else {
             if isNull() {

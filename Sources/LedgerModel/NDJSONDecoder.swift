@@ -59,7 +59,9 @@ public struct NDJSONDecoder: Sendable {
             throw EventDecodeError(line: lineNumber, byteOffset: problem.offset, reason: "invalid UTF-8 (\(problem.reason))")
         }
         var parser = NDJSONParser(bytes: bytes, count: count, lineNumber: lineNumber, limits: limits)
-        return try parser.parseEvent()
+        var event = Event(type: .issued, ts: 0)
+        try parser.parseEvent(into: &event)
+        return event
     }
 
     public func decode(line: String, lineNumber: Int = 1) throws(EventDecodeError) -> Event {

@@ -7,18 +7,72 @@ struct Route: Sendable {
     let path: String
 }
 
+enum TokenType: Int, CaseIterable, Sendable {
+    case access, refresh, apiKey
+
+    var text: String {
+        switch self {
+        case .access: "access"
+        case .refresh: "refresh"
+        case .apiKey: "api_key"
+        }
+    }
+}
+
+enum Track: Int, CaseIterable, Sendable {
+    case stable, canary
+
+    var text: String {
+        switch self {
+        case .stable: "stable"
+        case .canary: "canary"
+        }
+    }
+}
+
+enum Release: Int, CaseIterable, Sendable {
+    /// Stable at the start.
+    case initial
+    /// Canaried, then promoted: the known-good release.
+    case good
+    /// The canary that rejects good tokens and accepts revoked ones.
+    case bad
+
+    var text: String {
+        switch self {
+        case .initial: "v1.4.2"
+        case .good: "v1.4.3"
+        case .bad: "v1.5.0"
+        }
+    }
+}
+
+enum Reason: Int, CaseIterable, Sendable {
+    case expired, revoked, invalidSignature, malformed, missing, insufficientScope, logout, admin, compromised
+
+    var text: String {
+        switch self {
+        case .expired: "expired"
+        case .revoked: "revoked"
+        case .invalidSignature: "invalid_signature"
+        case .malformed: "malformed"
+        case .missing: "missing"
+        case .insufficientScope: "insufficient_scope"
+        case .logout: "logout"
+        case .admin: "admin"
+        case .compromised: "compromised"
+        }
+    }
+}
+
 enum Catalog {
     static let gateways = ["gw-01", "gw-02", "gw-03", "gw-04", "gw-05", "gw-06"]
     /// The node that runs whatever release is on the canary track; the load balancer gives it the
     /// canary's weight while a canary is deployed and an equal share otherwise.
     static let canaryGatewayIndex = 5
 
-    static let initialRelease = "v1.4.2"
-    static let goodRelease = "v1.4.3"
-    static let badRelease = "v1.5.0"
-
-    static let tokenEndpoint = Route(method: "POST", path: "/oauth/token")
-    static let revokeEndpoint = Route(method: "POST", path: "/oauth/revoke")
+    static let tokenEndpoint = 22
+    static let revokeEndpoint = 23
 
     /// Route templates as gateways log them (the matched route, not the raw path).
     static let routes: [Route] = [
@@ -44,6 +98,8 @@ enum Catalog {
         Route(method: "POST", path: "/v1/admin/users/{id}/lock"),  // 19
         Route(method: "GET", path: "/v1/deployments"),             // 20
         Route(method: "POST", path: "/v1/deployments"),            // 21
+        Route(method: "POST", path: "/oauth/token"),               // 22: tokenEndpoint
+        Route(method: "POST", path: "/oauth/revoke"),              // 23: revokeEndpoint
     ]
 
     static let userIssuer = "https://auth.example.com"
@@ -76,37 +132,37 @@ enum Catalog {
 
     static let clients: [ClientProfile] = [
         ClientProfile(
-            id: "web-portal", weight: 38, tokenType: "access", lifetimeMs: 15 * minuteMs, refreshLifetimeMs: dayMs,
+            id: "web-portal", weight: 38, tokenType: .access, lifetimeMs: 15 * minuteMs, refreshLifetimeMs: dayMs,
             iss: userIssuer, aud: "api.example.com", scope: "openid profile orders:read orders:write cart:write",
             subjects: .users, routes: [0: 10, 2: 12, 4: 10, 5: 14, 6: 12, 7: 10, 8: 8, 9: 6, 10: 2, 11: 3, 12: 3, 13: 5, 1: 1],
             forbiddenRoute: 18, usesContinuePerMillion: 945_000, burstContinuePerMillion: 400_000,
             refreshPerMillion: 40_000, logoutPerMillion: 12_000, rawJWTOneIn: 500, apiKeyPool: 0),
         ClientProfile(
-            id: "mobile-ios", weight: 20, tokenType: "access", lifetimeMs: 15 * minuteMs, refreshLifetimeMs: dayMs,
+            id: "mobile-ios", weight: 20, tokenType: .access, lifetimeMs: 15 * minuteMs, refreshLifetimeMs: dayMs,
             iss: userIssuer, aud: "api.example.com", scope: "openid profile offline_access orders:read cart:write",
             subjects: .users, routes: [0: 8, 2: 12, 4: 10, 5: 12, 6: 10, 7: 8, 8: 8, 9: 6, 11: 3, 12: 3, 13: 10, 14: 10],
             forbiddenRoute: 18, usesContinuePerMillion: 950_000, burstContinuePerMillion: 450_000,
             refreshPerMillion: 45_000, logoutPerMillion: 6_000, rawJWTOneIn: 0, apiKeyPool: 0),
         ClientProfile(
-            id: "mobile-android", weight: 18, tokenType: "access", lifetimeMs: 15 * minuteMs, refreshLifetimeMs: dayMs,
+            id: "mobile-android", weight: 18, tokenType: .access, lifetimeMs: 15 * minuteMs, refreshLifetimeMs: dayMs,
             iss: userIssuer, aud: "api.example.com", scope: "openid profile offline_access orders:read cart:write",
             subjects: .users, routes: [0: 8, 2: 12, 4: 10, 5: 12, 6: 10, 7: 8, 8: 8, 9: 6, 11: 3, 12: 3, 13: 10, 14: 10],
             forbiddenRoute: 18, usesContinuePerMillion: 950_000, burstContinuePerMillion: 450_000,
             refreshPerMillion: 45_000, logoutPerMillion: 6_000, rawJWTOneIn: 0, apiKeyPool: 0),
         ClientProfile(
-            id: "partner-gateway", weight: 9, tokenType: "access", lifetimeMs: 5 * minuteMs, refreshLifetimeMs: nil,
+            id: "partner-gateway", weight: 9, tokenType: .access, lifetimeMs: 5 * minuteMs, refreshLifetimeMs: nil,
             iss: partnerIssuer, aud: "partner-api.example.com", scope: "partner:shipments partner:inventory",
             subjects: .fixed(partnerSubjects), routes: [16: 5, 17: 9, 4: 2],
             forbiddenRoute: 18, usesContinuePerMillion: 950_000, burstContinuePerMillion: 650_000,
             refreshPerMillion: 0, logoutPerMillion: 0, rawJWTOneIn: 0, apiKeyPool: 0),
         ClientProfile(
-            id: "reporting-job", weight: 6, tokenType: "access", lifetimeMs: 2 * minuteMs, refreshLifetimeMs: nil,
+            id: "reporting-job", weight: 6, tokenType: .access, lifetimeMs: 2 * minuteMs, refreshLifetimeMs: nil,
             iss: userIssuer, aud: "api.example.com", scope: "reports:read orders:read",
             subjects: .fixed(reportingSubjects), routes: [15: 6, 2: 3],
             forbiddenRoute: 19, usesContinuePerMillion: 960_000, burstContinuePerMillion: 750_000,
             refreshPerMillion: 0, logoutPerMillion: 0, rawJWTOneIn: 0, apiKeyPool: 0),
         ClientProfile(
-            id: "ops-console", weight: 9, tokenType: "api_key", lifetimeMs: 90 * dayMs, refreshLifetimeMs: nil,
+            id: "ops-console", weight: 9, tokenType: .apiKey, lifetimeMs: 90 * dayMs, refreshLifetimeMs: nil,
             iss: userIssuer, aud: "admin.example.com", scope: "admin:read admin:write",
             subjects: .fixed(adminSubjects), routes: [18: 6, 19: 1, 20: 4, 21: 1],
             forbiddenRoute: 12, usesContinuePerMillion: 920_000, burstContinuePerMillion: 500_000,
@@ -114,9 +170,13 @@ enum Catalog {
     ]
     static let clientTable = WeightedTable(clients.map(\.weight))
 
-    /// The CI deploy key of the compromised-token story; not drawn by ordinary traffic.
-    static let ciClient = ClientProfile(
-        id: "ci-deployer", weight: 0, tokenType: "api_key", lifetimeMs: 90 * dayMs, refreshLifetimeMs: nil,
+    /// Ordinary clients, then the CI deployer of the compromised-key story, which ordinary traffic
+    /// never draws.
+    static let allClients = clients + [ciClient]
+    static let ciClientIndex = clients.count
+
+    private static let ciClient = ClientProfile(
+        id: "ci-deployer", weight: 0, tokenType: .apiKey, lifetimeMs: 90 * dayMs, refreshLifetimeMs: nil,
         iss: userIssuer, aud: "admin.example.com", scope: "deployments:write",
         subjects: .fixed([ciSubject]), routes: [21: 1, 20: 1],
         forbiddenRoute: 19, usesContinuePerMillion: 0, burstContinuePerMillion: 0,
@@ -124,8 +184,9 @@ enum Catalog {
     static let webClientIndex = 0
 }
 
-/// How one client application gets and uses tokens.
-struct ClientProfile: Sendable {
+/// How one client application gets and uses tokens. A class so that looking one up on the hot
+/// path is one retain, not one per field.
+final class ClientProfile: Sendable {
     enum Subjects: Sendable {
         /// End users from the subject table, skewed so that some users are much busier.
         case users
@@ -135,7 +196,7 @@ struct ClientProfile: Sendable {
 
     let id: String
     let weight: Int
-    let tokenType: String
+    let tokenType: TokenType
     let lifetimeMs: Int64
     /// nil: no refresh token; the client authenticates again when its token expires.
     let refreshLifetimeMs: Int64?
@@ -158,7 +219,7 @@ struct ClientProfile: Sendable {
     /// API keys are long-lived and shared by many sessions: keep this many in circulation; 0: none.
     let apiKeyPool: Int
 
-    init(id: String, weight: Int, tokenType: String, lifetimeMs: Int64, refreshLifetimeMs: Int64?, iss: String,
+    init(id: String, weight: Int, tokenType: TokenType, lifetimeMs: Int64, refreshLifetimeMs: Int64?, iss: String,
          aud: String, scope: String, subjects: Subjects, routes: KeyValuePairs<Int, Int>, forbiddenRoute: Int,
          usesContinuePerMillion: Int, burstContinuePerMillion: Int, refreshPerMillion: Int, logoutPerMillion: Int,
          rawJWTOneIn: Int, apiKeyPool: Int) {

@@ -21,14 +21,15 @@ public struct WorkloadWriteError: Error, CustomStringConvertible, Sendable {
 }
 
 extension WorkloadGenerator {
-    /// Output is flushed in chunks of this size: large enough that syscalls cost nothing next to
-    /// encoding, small enough to stay in L2/L3 while being filled.
+    /// Output is written in chunks of about this size: large enough that syscalls cost nothing
+    /// next to encoding, small enough to stay in cache while being filled.
     static let flushBytes = 1 << 20
     /// `progress` is called each time this many more events have been written, and at the end.
     public static let progressEvents = 1 << 16
 
-    /// Generates the workload of `config` and streams it to `fd` as NDJSON (one `NDJSONEncoder`
-    /// line per event, no `seq`). The descriptor is not closed.
+    /// Generates the workload of `config` and streams it to `fd` as NDJSON: the lines of
+    /// `NDJSONEncoder.append` (no `seq`) for the events `next()` would return, byte for byte.
+    /// The descriptor is not closed.
     /// - Parameter progress: receives the number of events written so far.
     /// - Throws: `WorkloadWriteError` when a write fails (EINTR is retried, EAGAIN waits for the
     ///   descriptor to become writable).
@@ -36,46 +37,57 @@ extension WorkloadGenerator {
     public static func writeNDJSON(_ config: WorkloadConfiguration, to fd: Int32,
                                    progress: ((Int) -> Void)? = nil) throws -> WorkloadSummary {
         var generator = WorkloadGenerator(config)
-        var buffer = [UInt8]()
-        buffer.reserveCapacity(flushBytes + 64 * 1024)
+        let encoder = DraftEncoder(subjects: generator.subjects)
+        var capacity = flushBytes + encoder.fixedBytesMax + 64 * 1024
+        var buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        defer { buffer.deallocate() }
+        var used = 0
         var written = 0
         var nextProgress = progressEvents
-        while let event = generator.next() {
-            NDJSONEncoder.append(event, to: &buffer)
-            if buffer.count >= flushBytes {
-                try writeAll(buffer, to: fd, alreadyWritten: &written)
-                buffer.removeAll(keepingCapacity: true)
+        while let draft = generator.nextDraft() {
+            let needed = encoder.bytesMax(draft)
+            if used + needed > capacity {
+                try writeAll(buffer, used, to: fd, written: &written)
+                used = 0
+                if needed > capacity {
+                    buffer.deallocate()
+                    capacity = needed
+                    buffer = .allocate(capacity: capacity)
+                }
+            }
+            used += encoder.encode(draft, to: buffer + used)
+            if used >= flushBytes {
+                try writeAll(buffer, used, to: fd, written: &written)
+                used = 0
                 if generator.emitted >= nextProgress {
                     progress?(generator.emitted)
                     nextProgress = (generator.emitted / progressEvents + 1) * progressEvents
                 }
             }
         }
-        try writeAll(buffer, to: fd, alreadyWritten: &written)
+        try writeAll(buffer, used, to: fd, written: &written)
         progress?(generator.emitted)
         return WorkloadSummary(events: generator.emitted, bytes: written, countsByType: generator.countsByType,
                                scenario: generator.scenario)
     }
 
-    private static func writeAll(_ bytes: [UInt8], to fd: Int32, alreadyWritten: inout Int) throws {
-        try bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n > 0 {
-                    offset += n
-                    alreadyWritten += n
-                    continue
-                }
-                let error = n < 0 ? Glibc.errno : EIO
-                if error == EINTR { continue }
-                if error == EAGAIN || error == EWOULDBLOCK {
-                    var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                    _ = poll(&descriptor, 1, -1)
-                    continue
-                }
-                throw WorkloadWriteError(errno: error, bytesWritten: alreadyWritten)
+    private static func writeAll(_ bytes: UnsafeMutablePointer<UInt8>, _ count: Int, to fd: Int32, written: inout Int) throws {
+        var offset = 0
+        while offset < count {
+            let n = Glibc.write(fd, bytes + offset, count - offset)
+            if n > 0 {
+                offset += n
+                written += n
+                continue
             }
+            let error = n < 0 ? Glibc.errno : EIO
+            if error == EINTR { continue }
+            if error == EAGAIN || error == EWOULDBLOCK {
+                var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&descriptor, 1, -1)
+                continue
+            }
+            throw WorkloadWriteError(errno: error, bytesWritten: written)
         }
     }
 }

@@ -1,18 +1,20 @@
 import LedgerModel
 
-// The traffic model. A ring of `tokens` session slots holds sessions in the order their token was
-// created; each step draws a rank from a distribution heavily skewed to the newest slots (plus a
-// thin uniform tail of returning, idle sessions). Drawing an empty or finished slot means a new
-// client turns up: it logs in (an `issued` event) into the oldest slot. So each token is used a
-// geometric number of times, mostly within a couple of thousand events of its issue — the
-// temporal locality that lets per-block string dictionaries and LZ4 store ~10 bytes per event.
-// New sessions arrive at a fixed rate (plus whenever the draw finds no live session), which with
-// the per-client use budgets sets the event mix.
+// The traffic model. A ring of `tokens` session slots holds sessions in the order they started;
+// each request draws a rank from a distribution heavily skewed to the newest slots, plus a thin
+// uniform tail of returning, idle sessions. New sessions (a login: `issued`) arrive at a fixed
+// rate, and also whenever a few draws find only finished sessions; each takes the oldest slot.
+// Each session has a geometric budget of requests, often in bursts of consecutive requests, so a
+// token recurs mostly within a few hundred to a couple of thousand events of its issue: the
+// temporal locality that lets per-block string dictionaries and LZ4 store ~11 bytes per event.
 //
 // On top of that: refreshes (new token, `parent` = old one), logouts and admin revocations (with
 // clients that keep presenting the revoked token for a request or two), rejections, expirations
 // found by a sweeper after `exp`, API keys shared by many sessions, per-gateway clock skew, and the
 // scripted story of `WorkloadScenario` (markers, the leaked key, the raw JWT) at fixed indices.
+//
+// Decisions produce `EventDraft`s (indices, not strings); `next()` materializes them as `Event`s
+// and `writeNDJSON` encodes them straight to bytes.
 
 /// A seeded, deterministic stream of realistic token lifecycle events.
 public struct WorkloadGenerator {
@@ -25,24 +27,23 @@ public struct WorkloadGenerator {
     private var rng: Xoshiro256StarStar
     private var now: Int64
     private let gatewaySkewMs: [Int64]
-    private let subjects: SubjectTable
+    let subjects: SubjectTable
     private let script: [ScriptItem]
     private var scriptCursor = 0
 
-    private var stableRelease = Catalog.initialRelease
-    private var canaryRelease: String?
+    private var stableRelease = Release.initial
+    private var canaryRelease: Release?
     private var canaryWeight = 0
-    private var canaryIsBad = false
 
     private var sessions: [Session]
     /// The slot the next new session takes: the oldest one.
     private var head = 0
     private var filled = 0
-    /// Width of the skewed rank draw; mean rank is a quarter of it.
+    /// Width of the skewed rank draw; the mean rank is a quarter of it.
     private let hotWindow: UInt64
     private var burstSlot = -1
 
-    private var pending: [PendingEvent] = []
+    private var pending: [EventDraft] = []
     private var pendingHead = 0
 
     private var tokenStates: [TokenState] = []
@@ -52,12 +53,10 @@ public struct WorkloadGenerator {
     private var apiKeys: [[PooledKey]]
 
     private var compromisedSerial: Int32 = -1
-    private var compromisedExpMs: Int64 = 0
     private var rawJWTSerial: Int32 = -1
 
     // Rates, per million.
     private static let newSessionPerMillion = 36_000
-    private static let drawAttempts = 6
     private static let tailDrawPerMillion = 50_000
     private static let rejectPerMillion = 30_000
     private static let badCanaryRejectPerMillion = 350_000
@@ -65,6 +64,8 @@ public struct WorkloadGenerator {
     private static let adminRevokeKeyPerMillion = 2_000
     private static let requestIDPerMillion = 5_000
     private static let newAPIKeyPerMillion = 20_000
+    private static let drawAttempts = 6
+    private static let hotWindowMax = 800
     private static let sweepDelayMs: Int64 = 2_000
     private static let proactiveRefreshMs: Int64 = 120_000
     private static let maxStepMs: Int64 = 6
@@ -84,9 +85,9 @@ public struct WorkloadGenerator {
         gatewaySkewMs = skews
         subjects = SubjectTable(seed: configuration.seed, users: configuration.subjects)
         sessions = [Session](repeating: Session(), count: configuration.tokens)
-        hotWindow = UInt64(max(1, min(configuration.tokens, 800)))
-        let (maxSteps, overflow) = Int64(configuration.events).multipliedReportingOverflow(by: WorkloadGenerator.maxStepMs)
-        let (horizon, overflow2) = configuration.startMs.addingReportingOverflow(overflow ? Int64.max / 2 : maxSteps)
+        hotWindow = UInt64(max(1, min(configuration.tokens, WorkloadGenerator.hotWindowMax)))
+        let (steps, overflow) = Int64(configuration.events).multipliedReportingOverflow(by: WorkloadGenerator.maxStepMs)
+        let (horizon, overflow2) = configuration.startMs.addingReportingOverflow(overflow ? Int64.max / 2 : steps)
         expiryHorizonMs = overflow2 ? Int64.max - WorkloadGenerator.sweepDelayMs : horizon
         apiKeys = Array(repeating: [], count: Catalog.clients.count)
     }
@@ -103,22 +104,26 @@ public struct WorkloadGenerator {
 
     /// - Returns: the next event, or nil once `configuration.events` events have been returned.
     public mutating func next() -> Event? {
+        nextDraft()?.materialize(subjects: subjects)
+    }
+
+    mutating func nextDraft() -> EventDraft? {
         guard emitted < configuration.events else { return nil }
         if emitted > 0 { now += Int64(rng.below(Int(WorkloadGenerator.maxStepMs) + 1)) }
-        let event: Event
+        let draft: EventDraft
         if scriptCursor < script.count && script[scriptCursor].index == emitted {
-            event = scripted(script[scriptCursor].action)
+            draft = scripted(script[scriptCursor].action)
             scriptCursor += 1
         } else if pendingHead < pending.count {
-            event = popPending()
+            draft = popPending()
         } else if let expired = dueExpiry() {
-            event = expired
+            draft = expired
         } else {
-            event = traffic()
+            draft = traffic()
         }
         emitted += 1
-        typeCounts[Int(event.type.rawValue)] += 1
-        return event
+        typeCounts[Int(draft.type.rawValue)] += 1
+        return draft
     }
 }
 
@@ -130,7 +135,7 @@ private enum TokenState: UInt8 {
 
 private struct Session {
     var live = false
-    var client: UInt8 = 0
+    var client: Int8 = 0
     var subject: Int32 = 0
     var token = ""
     var tokenSerial: Int32 = 0
@@ -148,20 +153,13 @@ private struct PooledKey {
     var exp: Int64
 }
 
-/// An event decided one step early (the refresh token issued with a login, a retry after a
-/// 401); it takes its timestamp when emitted.
-private struct PendingEvent {
-    var event: Event
-    var gateway: Int
-}
-
 private struct ExpiryEntry {
     var expMs: Int64
     var serial: Int32
-    var client: UInt8
+    var client: Int8
     var subject: Int32
+    var tokenType: TokenType
     var token: String
-    var tokenType: String
 }
 
 /// Tokens of one lifetime in issue order, hence (up to clock skew) in expiry order: a FIFO, not a heap.
@@ -173,18 +171,18 @@ private struct ExpiryQueue {
 
 /// The gateway deployment that served a request.
 private struct Served {
-    var gateway: Int
-    var release: String
-    var track: String
-    var badCanary: Bool
+    var gateway: Int8
+    var release: Release
+    var track: Track
+    var badCanary: Bool { track == .canary && release == .bad }
 }
 
 // MARK: - Traffic
 
 extension WorkloadGenerator {
-    private mutating func traffic() -> Event {
+    private mutating func traffic() -> EventDraft {
         if burstSlot >= 0 && sessions[burstSlot].live
-            && rng.chance(perMillion: Catalog.clients[Int(sessions[burstSlot].client)].burstContinuePerMillion) {
+            && rng.chance(perMillion: Catalog.allClients[Int(sessions[burstSlot].client)].burstContinuePerMillion) {
             return use(burstSlot)
         }
         if rng.chance(perMillion: WorkloadGenerator.newSessionPerMillion) { return startSession() }
@@ -207,35 +205,33 @@ extension WorkloadGenerator {
     private mutating func drawRank() -> Int {
         if rng.chance(perMillion: WorkloadGenerator.tailDrawPerMillion) { return rng.below(max(filled, 1)) }
         let a = rng.next() >> 32, b = rng.next() >> 32
-        return Int(((a &* b) >> 32 &* hotWindow) >> 32)
+        return Int((((a &* b) >> 32) &* hotWindow) >> 32)
     }
 
     private mutating func serve() -> Served {
         if let canary = canaryRelease {
             if rng.below(100) < canaryWeight {
-                return Served(gateway: Catalog.canaryGatewayIndex, release: canary, track: "canary", badCanary: canaryIsBad)
+                return Served(gateway: Int8(Catalog.canaryGatewayIndex), release: canary, track: .canary)
             }
-            return Served(gateway: rng.below(Catalog.gateways.count - 1), release: stableRelease, track: "stable", badCanary: false)
+            return Served(gateway: Int8(rng.below(Catalog.gateways.count - 1)), release: stableRelease, track: .stable)
         }
-        return Served(gateway: rng.below(Catalog.gateways.count), release: stableRelease, track: "stable", badCanary: false)
+        return Served(gateway: Int8(rng.below(Catalog.gateways.count)), release: stableRelease, track: .stable)
     }
 
     private mutating func serveStable() -> Served {
         let count = canaryRelease == nil ? Catalog.gateways.count : Catalog.gateways.count - 1
-        return Served(gateway: rng.below(count), release: stableRelease, track: "stable", badCanary: false)
+        return Served(gateway: Int8(rng.below(count)), release: stableRelease, track: .stable)
     }
 
     private func serveByCanaryGateway() -> Served {
-        if let canary = canaryRelease {
-            return Served(gateway: Catalog.canaryGatewayIndex, release: canary, track: "canary", badCanary: canaryIsBad)
-        }
-        return Served(gateway: Catalog.canaryGatewayIndex, release: stableRelease, track: "stable", badCanary: false)
+        Served(gateway: Int8(Catalog.canaryGatewayIndex), release: canaryRelease ?? stableRelease,
+               track: canaryRelease == nil ? .stable : .canary)
     }
 
-    @inline(__always) private func timestamp(_ served: Served) -> Int64 { now + gatewaySkewMs[served.gateway] }
+    @inline(__always) private func timestamp(_ served: Served) -> Int64 { now + gatewaySkewMs[Int(served.gateway)] }
 
-    private mutating func newSerial(_ state: TokenState = .active) -> Int32 {
-        tokenStates.append(state)
+    private mutating func newSerial() -> Int32 {
+        tokenStates.append(.active)
         return Int32(tokenStates.count - 1)
     }
 
@@ -244,14 +240,14 @@ extension WorkloadGenerator {
         case .users:
             // Square of a uniform: the busiest 1% of users hold about 10% of the sessions.
             let u = rng.next() >> 32
-            return Int32(subjects.userBase + Int((u &* u >> 32 &* UInt64(configuration.subjects)) >> 32))
+            return Int32(subjects.userBase + Int((((u &* u) >> 32) &* UInt64(configuration.subjects)) >> 32))
         case .fixed(let list):
             return Int32(list[rng.below(list.count)])
         }
     }
 
-    private mutating func pickRoute(_ client: ClientProfile) -> Route {
-        Catalog.routes[client.routeIndices[client.routeTable.pick(&rng)]]
+    private mutating func pickRoute(_ client: ClientProfile) -> Int8 {
+        Int8(client.routeIndices[client.routeTable.pick(&rng)])
     }
 
     private mutating func maybeRequestID() -> String? {
@@ -272,13 +268,13 @@ extension WorkloadGenerator {
         Int32(1 + rng.geometric(continuePerMillion: client.usesContinuePerMillion))
     }
 
-    private mutating func startSession() -> Event {
+    private mutating func startSession() -> EventDraft {
         let c = Catalog.clientTable.pick(&rng)
         let client = Catalog.clients[c]
         if client.apiKeyPool > 0 && apiKeys[c].count >= client.apiKeyPool
             && !rng.chance(perMillion: WorkloadGenerator.newAPIKeyPerMillion) {
             let key = apiKeys[c][rng.below(apiKeys[c].count)]
-            let slot = place(Session(live: true, client: UInt8(c), subject: key.subject, token: key.token,
+            let slot = place(Session(live: true, client: Int8(c), subject: key.subject, token: key.token,
                                      tokenSerial: key.serial, exp: key.exp, usesLeft: usesBudget(client)))
             return use(slot)
         }
@@ -293,9 +289,9 @@ extension WorkloadGenerator {
         }
         let serial = newSerial()
         let exp = ts + client.lifetimeMs
-        scheduleExpiry(serial: serial, expMs: exp, lifetimeMs: client.lifetimeMs, client: c, subject: subject,
-                       token: token, tokenType: client.tokenType)
-        var session = Session(live: true, client: UInt8(c), subject: subject, token: token, tokenSerial: serial, exp: exp,
+        scheduleExpiry(ExpiryEntry(expMs: exp, serial: serial, client: Int8(c), subject: subject, tokenType: client.tokenType, token: token),
+                       lifetimeMs: client.lifetimeMs)
+        var session = Session(live: true, client: Int8(c), subject: subject, token: token, tokenSerial: serial, exp: exp,
                               usesLeft: usesBudget(client))
         if client.apiKeyPool > 0 {
             let key = PooledKey(token: token, serial: serial, subject: subject, exp: exp)
@@ -308,21 +304,21 @@ extension WorkloadGenerator {
             session.refreshToken = refresh
             session.refreshSerial = refreshSerial
             session.refreshExp = refreshExp
-            scheduleExpiry(serial: refreshSerial, expMs: refreshExp, lifetimeMs: refreshLifetimeMs, client: c, subject: subject,
-                           token: refresh, tokenType: "refresh")
-            enqueue(issuedEvent(ts: ts, served: served, token: refresh, tokenType: "refresh", client: client, subject: subject,
-                                exp: refreshExp), served)
+            scheduleExpiry(ExpiryEntry(expMs: refreshExp, serial: refreshSerial, client: Int8(c), subject: subject,
+                                       tokenType: .refresh, token: refresh), lifetimeMs: refreshLifetimeMs)
+            pending.append(issuedDraft(served: served, token: refresh, tokenType: .refresh, client: Int8(c), subject: subject,
+                                       exp: refreshExp))
         }
         _ = place(session)
-        return issuedEvent(ts: ts, served: served, token: token, tokenType: client.tokenType, client: client,
-                           subject: subject, exp: exp)
+        var draft = issuedDraft(served: served, token: token, tokenType: client.tokenType, client: Int8(c), subject: subject, exp: exp)
+        draft.ts = ts
+        return draft
     }
 
     /// One request of the session in `slot`.
-    private mutating func use(_ slot: Int) -> Event {
-        let client = Catalog.clients[Int(sessions[slot].client)]
+    private mutating func use(_ slot: Int) -> EventDraft {
+        let client = Catalog.allClients[Int(sessions[slot].client)]
         let served = serve()
-        let ts = timestamp(served)
 
         if tokenStates[Int(sessions[slot].tokenSerial)] == .revoked {
             // A client (or a stale tab, or a script) still presenting a revoked token.
@@ -330,23 +326,21 @@ extension WorkloadGenerator {
             if rng.chance(perMillion: 500_000) { sessions[slot].live = false }
             if served.badCanary {
                 // The canary's bug: it skips the revocation check.
-                return requestEvent(.validated, ts: ts, served: served, slot: slot, client: client, route: pickRoute(client), status: 200, reason: nil)
+                return requestDraft(.validated, served: served, slot: slot, route: pickRoute(client), status: 200, reason: nil)
             }
-            return requestEvent(.rejected, ts: ts, served: served, slot: slot, client: client, route: pickRoute(client), status: 401, reason: "revoked")
+            return requestDraft(.rejected, served: served, slot: slot, route: pickRoute(client), status: 401, reason: .revoked)
         }
         if now >= sessions[slot].exp {
             consumeUse(slot)
-            let rejected = requestEvent(.rejected, ts: ts, served: served, slot: slot, client: client, route: pickRoute(client),
-                                        status: 401, reason: "expired")
+            let rejected = requestDraft(.rejected, served: served, slot: slot, route: pickRoute(client), status: 401, reason: .expired)
             // The client's retry after the 401: refresh if it can, else authenticate again.
             if sessions[slot].live {
                 let retry = serve()
-                let retryTs = timestamp(retry)
                 if sessions[slot].refreshToken != nil && now < sessions[slot].refreshExp
                     && tokenStates[Int(sessions[slot].refreshSerial)] == .active {
-                    enqueue(refresh(slot, served: retry, ts: retryTs), retry)
+                    pending.append(refresh(slot, served: retry, ts: timestamp(retry)))
                 } else {
-                    enqueue(reissue(slot, served: retry, ts: retryTs), retry)
+                    pending.append(reissue(slot, served: retry, ts: timestamp(retry)))
                 }
             }
             return rejected
@@ -354,28 +348,28 @@ extension WorkloadGenerator {
         if served.badCanary && rng.chance(perMillion: WorkloadGenerator.badCanaryRejectPerMillion) {
             // The canary verifies against the wrong signing keys: good tokens fail.
             consumeUse(slot)
-            return requestEvent(.rejected, ts: ts, served: served, slot: slot, client: client, route: pickRoute(client),
-                                status: 401, reason: "invalid_signature")
+            return requestDraft(.rejected, served: served, slot: slot, route: pickRoute(client), status: 401, reason: .invalidSignature)
         }
         if sessions[slot].refreshToken != nil
             && (now >= sessions[slot].exp - WorkloadGenerator.proactiveRefreshMs || rng.chance(perMillion: client.refreshPerMillion)) {
-            return refresh(slot, served: served, ts: ts)
+            var draft = refresh(slot, served: served, ts: timestamp(served))
+            draft.ts = timestamp(served)
+            return draft
         }
         if client.logoutPerMillion > 0 && rng.chance(perMillion: client.logoutPerMillion) {
-            return revoke(slot, served: served, ts: ts, reason: userRevocationReason())
+            return revoke(slot, served: served, reason: userRevocationReason())
         }
         if client.apiKeyPool > 0 && rng.chance(perMillion: WorkloadGenerator.adminRevokeKeyPerMillion) {
+            let c = Int(sessions[slot].client)
             let serial = sessions[slot].tokenSerial
-            if let i = apiKeys[Int(sessions[slot].client)].firstIndex(where: { $0.serial == serial }) {
-                apiKeys[Int(sessions[slot].client)].remove(at: i)
-            }
-            return revoke(slot, served: served, ts: ts, reason: "admin")
+            if let i = apiKeys[c].firstIndex(where: { $0.serial == serial }) { apiKeys[c].remove(at: i) }
+            return revoke(slot, served: served, reason: .admin)
         }
         consumeUse(slot)
         if rng.chance(perMillion: WorkloadGenerator.rejectPerMillion) {
-            return ordinaryRejection(slot, ts: ts, served: served, client: client)
+            return ordinaryRejection(slot, served: served, client: client)
         }
-        return requestEvent(.validated, ts: ts, served: served, slot: slot, client: client, route: pickRoute(client), status: 200, reason: nil)
+        return requestDraft(.validated, served: served, slot: slot, route: pickRoute(client), status: 200, reason: nil)
     }
 
     private mutating func consumeUse(_ slot: Int) {
@@ -383,31 +377,35 @@ extension WorkloadGenerator {
         if sessions[slot].usesLeft <= 0 { sessions[slot].live = false }
     }
 
-    private mutating func userRevocationReason() -> String {
+    private mutating func userRevocationReason() -> Reason {
         let x = rng.below(100)
-        return x < 96 ? "logout" : x < 99 ? "admin" : "compromised"
+        return x < 96 ? .logout : x < 99 ? .admin : .compromised
     }
 
-    private mutating func ordinaryRejection(_ slot: Int, ts: Int64, served: Served, client: ClientProfile) -> Event {
+    private mutating func ordinaryRejection(_ slot: Int, served: Served, client: ClientProfile) -> EventDraft {
         let x = rng.below(100)
         if x < 35 {
-            return requestEvent(.rejected, ts: ts, served: served, slot: slot, client: client,
-                                route: Catalog.routes[client.forbiddenRoute], status: 403, reason: "insufficient_scope")
+            return requestDraft(.rejected, served: served, slot: slot, route: Int8(client.forbiddenRoute), status: 403,
+                                reason: .insufficientScope)
         }
         if x < 60 {
             // No credentials at all: nothing identifies the token, the subject or the client.
-            let route = pickRoute(client)
-            return Event(type: .rejected, ts: ts, token: WorkloadGenerator.missingTokenFingerprint,
-                         gateway: Catalog.gateways[served.gateway], release: served.release, track: served.track,
-                         route: route.path, method: route.method, status: 401,
-                         clientIP: subjects.ips[Int(sessions[slot].subject)], requestID: maybeRequestID(), reason: "missing")
+            var draft = requestDraft(.rejected, served: served, slot: slot, route: pickRoute(client), status: 401, reason: .missing)
+            draft.token = WorkloadGenerator.missingTokenFingerprint
+            draft.tokenType = nil
+            draft.subject = -1
+            draft.client = -1
+            return draft
         }
-        return requestEvent(.rejected, ts: ts, served: served, slot: slot, client: client, route: pickRoute(client), status: 401,
-                            reason: x < 75 ? "malformed" : "invalid_signature")
+        return requestDraft(.rejected, served: served, slot: slot, route: pickRoute(client), status: 401,
+                            reason: x < 75 ? .malformed : .invalidSignature)
     }
 
-    private mutating func refresh(_ slot: Int, served: Served, ts: Int64) -> Event {
-        let client = Catalog.clients[Int(sessions[slot].client)]
+    /// A refresh of the session's access token; the draft's `ts` is left for the caller (now, or
+    /// when emitted from the pending queue).
+    private mutating func refresh(_ slot: Int, served: Served, ts: Int64) -> EventDraft {
+        let c = sessions[slot].client
+        let client = Catalog.allClients[Int(c)]
         let parent = sessions[slot].token
         tokenStates[Int(sessions[slot].tokenSerial)] = .superseded
         let token = TokenText.tokenID(&rng)
@@ -417,92 +415,105 @@ extension WorkloadGenerator {
         sessions[slot].tokenSerial = serial
         sessions[slot].exp = exp
         let subject = sessions[slot].subject
-        scheduleExpiry(serial: serial, expMs: exp, lifetimeMs: client.lifetimeMs, client: Int(sessions[slot].client),
-                       subject: subject, token: token, tokenType: client.tokenType)
-        var event = issuedEvent(ts: ts, served: served, token: token, tokenType: client.tokenType, client: client,
-                                subject: subject, exp: exp)
-        event.type = .refreshed
-        event.parent = parent
-        return event
+        scheduleExpiry(ExpiryEntry(expMs: exp, serial: serial, client: c, subject: subject, tokenType: client.tokenType, token: token),
+                       lifetimeMs: client.lifetimeMs)
+        var draft = issuedDraft(served: served, token: token, tokenType: client.tokenType, client: c, subject: subject, exp: exp)
+        draft.type = .refreshed
+        draft.parent = parent
+        return draft
     }
 
     /// A client without a refresh token authenticates again; its old token just lapses.
-    private mutating func reissue(_ slot: Int, served: Served, ts: Int64) -> Event {
-        let c = Int(sessions[slot].client)
-        let client = Catalog.clients[c]
+    private mutating func reissue(_ slot: Int, served: Served, ts: Int64) -> EventDraft {
+        let c = sessions[slot].client
+        let client = Catalog.allClients[Int(c)]
         let token = TokenText.tokenID(&rng)
         let serial = newSerial()
         let exp = ts + client.lifetimeMs
         sessions[slot].token = token
         sessions[slot].tokenSerial = serial
         sessions[slot].exp = exp
-        scheduleExpiry(serial: serial, expMs: exp, lifetimeMs: client.lifetimeMs, client: c, subject: sessions[slot].subject,
-                       token: token, tokenType: client.tokenType)
-        return issuedEvent(ts: ts, served: served, token: token, tokenType: client.tokenType, client: client,
-                           subject: sessions[slot].subject, exp: exp)
+        let subject = sessions[slot].subject
+        scheduleExpiry(ExpiryEntry(expMs: exp, serial: serial, client: c, subject: subject, tokenType: client.tokenType, token: token),
+                       lifetimeMs: client.lifetimeMs)
+        return issuedDraft(served: served, token: token, tokenType: client.tokenType, client: c, subject: subject, exp: exp)
     }
 
-    private mutating func revoke(_ slot: Int, served: Served, ts: Int64, reason: String) -> Event {
-        let client = Catalog.clients[Int(sessions[slot].client)]
+    private mutating func revoke(_ slot: Int, served: Served, reason: Reason) -> EventDraft {
         tokenStates[Int(sessions[slot].tokenSerial)] = .revoked
-        let event = requestEvent(.revoked, ts: ts, served: served, slot: slot, client: client, route: Catalog.revokeEndpoint,
-                                 status: 200, reason: reason)
+        let draft = requestDraft(.revoked, served: served, slot: slot, route: Int8(Catalog.revokeEndpoint), status: 200, reason: reason)
         if let refresh = sessions[slot].refreshToken, tokenStates[Int(sessions[slot].refreshSerial)] == .active {
             tokenStates[Int(sessions[slot].refreshSerial)] = .revoked
-            var refreshEvent = event
-            refreshEvent.token = refresh
-            refreshEvent.tokenType = "refresh"
-            refreshEvent.requestID = nil
-            enqueue(refreshEvent, served)
+            var refreshDraft = draft
+            refreshDraft.token = refresh
+            refreshDraft.tokenType = .refresh
+            refreshDraft.requestID = nil
+            pending.append(refreshDraft)
         }
         if rng.chance(perMillion: WorkloadGenerator.staleRevokedUsePerMillion) {
             sessions[slot].usesLeft = Int32(1 + rng.below(3))
         } else {
             sessions[slot].live = false
         }
-        return event
+        return draft
     }
 
     // MARK: Event shapes
 
-    private mutating func requestEvent(_ type: EventType, ts: Int64, served: Served, slot: Int, client: ClientProfile,
-                                       route: Route, status: Int, reason: String?) -> Event {
-        let subject = Int(sessions[slot].subject)
-        return Event(type: type, ts: ts, token: sessions[slot].token, tokenType: client.tokenType, sub: subjects.names[subject],
-                     clientID: client.id, gateway: Catalog.gateways[served.gateway], release: served.release, track: served.track,
-                     route: route.path, method: route.method, status: status, clientIP: subjects.ips[subject],
-                     requestID: maybeRequestID(), reason: reason)
+    private mutating func requestDraft(_ type: EventType, served: Served, slot: Int, route: Int8, status: Int16,
+                                       reason: Reason?) -> EventDraft {
+        var draft = EventDraft(type: type)
+        draft.ts = timestamp(served)
+        draft.token = sessions[slot].token
+        draft.client = sessions[slot].client
+        draft.tokenType = Catalog.allClients[Int(draft.client)].tokenType
+        draft.subject = sessions[slot].subject
+        draft.clientIP = sessions[slot].subject
+        draft.gateway = served.gateway
+        draft.release = served.release
+        draft.track = served.track
+        draft.route = route
+        draft.status = status
+        draft.requestID = maybeRequestID()
+        draft.reason = reason
+        return draft
     }
 
-    private mutating func issuedEvent(ts: Int64, served: Served, token: String, tokenType: String, client: ClientProfile,
-                                      subject: Int32, exp: Int64) -> Event {
-        Event(type: .issued, ts: ts, token: token, tokenType: tokenType, sub: subjects.names[Int(subject)], clientID: client.id,
-              iss: client.iss, aud: client.aud, scope: client.scope, exp: exp, gateway: Catalog.gateways[served.gateway],
-              release: served.release, track: served.track, route: Catalog.tokenEndpoint.path, method: Catalog.tokenEndpoint.method,
-              status: 200, clientIP: subjects.ips[Int(subject)], requestID: maybeRequestID())
+    /// `ts` is left for the caller.
+    private mutating func issuedDraft(served: Served, token: String, tokenType: TokenType, client: Int8, subject: Int32,
+                                      exp: Int64) -> EventDraft {
+        var draft = EventDraft(type: .issued)
+        draft.token = token
+        draft.tokenType = tokenType
+        draft.subject = subject
+        draft.client = client
+        draft.claims = true
+        draft.exp = exp
+        draft.gateway = served.gateway
+        draft.release = served.release
+        draft.track = served.track
+        draft.route = Int8(Catalog.tokenEndpoint)
+        draft.status = 200
+        draft.clientIP = subject
+        draft.requestID = maybeRequestID()
+        return draft
     }
 
     // MARK: Pending and expiry
 
-    private mutating func enqueue(_ event: Event, _ served: Served) {
-        pending.append(PendingEvent(event: event, gateway: served.gateway))
-    }
-
-    private mutating func popPending() -> Event {
-        var event = pending[pendingHead].event
-        event.ts = now + gatewaySkewMs[pending[pendingHead].gateway]
+    private mutating func popPending() -> EventDraft {
+        var draft = pending[pendingHead]
+        draft.ts = now + gatewaySkewMs[Int(draft.gateway)]
         pendingHead += 1
         if pendingHead == pending.count {
             pending.removeAll(keepingCapacity: true)
             pendingHead = 0
         }
-        return event
+        return draft
     }
 
-    private mutating func scheduleExpiry(serial: Int32, expMs: Int64, lifetimeMs: Int64, client: Int, subject: Int32,
-                                         token: String, tokenType: String) {
-        guard expMs <= expiryHorizonMs else { return }
-        let entry = ExpiryEntry(expMs: expMs, serial: serial, client: UInt8(client), subject: subject, token: token, tokenType: tokenType)
+    private mutating func scheduleExpiry(_ entry: ExpiryEntry, lifetimeMs: Int64) {
+        guard entry.expMs <= expiryHorizonMs else { return }
         if let q = expiryQueues.firstIndex(where: { $0.lifetimeMs == lifetimeMs }) {
             expiryQueues[q].entries.append(entry)
         } else {
@@ -512,7 +523,7 @@ extension WorkloadGenerator {
 
     /// The token service's sweeper: an `expired` event for a token still active a little after
     /// its `exp` (superseded and revoked tokens are skipped: their story already ended).
-    private mutating func dueExpiry() -> Event? {
+    private mutating func dueExpiry() -> EventDraft? {
         let cutoff = now - WorkloadGenerator.sweepDelayMs
         for q in expiryQueues.indices {
             while expiryQueues[q].head < expiryQueues[q].entries.count && expiryQueues[q].entries[expiryQueues[q].head].expMs <= cutoff {
@@ -525,10 +536,16 @@ extension WorkloadGenerator {
                 guard tokenStates[Int(entry.serial)] == .active else { continue }
                 tokenStates[Int(entry.serial)] = .expired
                 let served = serve()
-                let client = Int(entry.client) < Catalog.clients.count ? Catalog.clients[Int(entry.client)] : Catalog.ciClient
-                return Event(type: .expired, ts: timestamp(served), token: entry.token, tokenType: entry.tokenType,
-                             sub: subjects.names[Int(entry.subject)], clientID: client.id,
-                             gateway: Catalog.gateways[served.gateway], release: served.release, track: served.track)
+                var draft = EventDraft(type: .expired)
+                draft.ts = timestamp(served)
+                draft.token = entry.token
+                draft.tokenType = entry.tokenType
+                draft.subject = entry.subject
+                draft.client = entry.client
+                draft.gateway = served.gateway
+                draft.release = served.release
+                draft.track = served.track
+                return draft
             }
         }
         return nil
@@ -536,85 +553,105 @@ extension WorkloadGenerator {
 
     // MARK: Script
 
-    private mutating func scripted(_ action: ScriptAction) -> Event {
+    private mutating func scripted(_ action: ScriptAction) -> EventDraft {
         switch action {
         case .marker(let m):
             let plan = WorkloadScenario.markerPlan[m]
-            switch (plan.type, plan.track) {
-            case (.deploy, "canary"):
+            if plan.type == .deploy && plan.track == .canary {
                 canaryRelease = plan.release
                 canaryWeight = plan.weight
-                canaryIsBad = plan.release == Catalog.badRelease
-            default:
+            } else {
                 stableRelease = plan.release
                 canaryRelease = nil
                 canaryWeight = 0
-                canaryIsBad = false
             }
-            return Event(type: plan.type, ts: now, release: plan.release, track: plan.track, marker: plan.id, weight: plan.weight)
+            var draft = EventDraft(type: plan.type)
+            draft.ts = now
+            draft.release = plan.release
+            draft.track = plan.track
+            draft.marker = Int8(m)
+            draft.weight = Int8(plan.weight)
+            return draft
 
         case .rawJWTIssued, .rawJWTValidated:
             let story = scenario.rawJWT!
-            let client = Catalog.clients[Catalog.webClientIndex]
-            let subject = subjects.userBase + scenario.rawJWTUser
+            let c = Int8(Catalog.webClientIndex)
+            let client = Catalog.allClients[Int(c)]
+            let subject = Int32(subjects.userBase + scenario.rawJWTUser)
             let served = serveStable()
-            let ts = timestamp(served)
             if action == .rawJWTIssued {
                 rawJWTSerial = newSerial()
-                let exp = ts + client.lifetimeMs
-                scheduleExpiry(serial: rawJWTSerial, expMs: exp, lifetimeMs: client.lifetimeMs, client: Catalog.webClientIndex,
-                               subject: Int32(subject), token: story.token, tokenType: client.tokenType)
-                return issuedEvent(ts: ts, served: served, token: story.token, tokenType: client.tokenType, client: client,
-                                   subject: Int32(subject), exp: exp)
+                let exp = timestamp(served) + client.lifetimeMs
+                scheduleExpiry(ExpiryEntry(expMs: exp, serial: rawJWTSerial, client: c, subject: subject, tokenType: client.tokenType,
+                                           token: story.token), lifetimeMs: client.lifetimeMs)
+                var draft = issuedDraft(served: served, token: story.token, tokenType: client.tokenType, client: c, subject: subject, exp: exp)
+                draft.ts = timestamp(served)
+                return draft
             }
-            let route = pickRoute(client)
-            return Event(type: .validated, ts: ts, token: story.token, tokenType: client.tokenType, sub: story.sub,
-                         clientID: client.id, gateway: Catalog.gateways[served.gateway], release: served.release,
-                         track: served.track, route: route.path, method: route.method, status: 200, clientIP: subjects.ips[subject])
+            var draft = EventDraft(type: .validated)
+            draft.ts = timestamp(served)
+            draft.token = story.token
+            draft.tokenType = client.tokenType
+            draft.subject = subject
+            draft.client = c
+            draft.gateway = served.gateway
+            draft.release = served.release
+            draft.track = served.track
+            draft.route = pickRoute(client)
+            draft.status = 200
+            draft.clientIP = subject
+            return draft
 
         case .compromisedIssued, .compromisedValidated, .compromisedRevoked, .compromisedReplayAccepted, .compromisedReplayRejected:
             let story = scenario.compromised!
-            let client = Catalog.ciClient
+            let c = Int8(Catalog.ciClientIndex)
+            let client = Catalog.allClients[Int(c)]
             var served = serveStable()
-            var type = EventType.validated
-            var route = Catalog.routes[20]
-            var status = 200
-            var reason: String?
-            var ip = story.clientIP
-            var exp: Int64?
-            var scope: String?
+            var draft = EventDraft(type: .validated)
+            draft.token = story.token
+            draft.tokenType = client.tokenType
+            draft.subject = Int32(Catalog.ciSubject)
+            draft.client = c
+            draft.route = 20
+            draft.status = 200
+            draft.clientIP = Int32(Catalog.ciSubject)
             switch action {
             case .compromisedIssued:
-                type = .issued
-                route = Catalog.tokenEndpoint
+                draft.type = .issued
+                draft.route = Int8(Catalog.tokenEndpoint)
+                draft.claims = true
                 compromisedSerial = newSerial()
-                compromisedExpMs = timestamp(served) + client.lifetimeMs
-                exp = compromisedExpMs
-                scope = client.scope
+                draft.exp = timestamp(served) + client.lifetimeMs
             case .compromisedValidated:
-                route = Catalog.routes[rng.below(2) == 0 ? 20 : 21]
+                draft.route = rng.below(2) == 0 ? 20 : 21
             case .compromisedRevoked:
-                type = .revoked
-                route = Catalog.revokeEndpoint
-                reason = "compromised"
-                ip = Catalog.machineSubjects[Catalog.adminSubjects[0]].ip
+                // The security team revokes it from the admin console.
+                draft.type = .revoked
+                draft.route = Int8(Catalog.revokeEndpoint)
+                draft.reason = .compromised
+                draft.clientIP = Int32(Catalog.adminSubjects[0])
                 tokenStates[Int(compromisedSerial)] = .revoked
             case .compromisedReplayAccepted:
                 served = serveByCanaryGateway()
-                route = Catalog.routes[21]
-                ip = story.attackerIP
-                if !served.badCanary { type = .rejected; status = 401; reason = "revoked" }
+                draft.route = 21
+                draft.clientIP = EventDraft.attackerAddress
+                if !served.badCanary {
+                    draft.type = .rejected
+                    draft.status = 401
+                    draft.reason = .revoked
+                }
             default:
-                type = .rejected
-                route = Catalog.routes[21]
-                status = 401
-                reason = "revoked"
-                ip = story.attackerIP
+                draft.type = .rejected
+                draft.route = 21
+                draft.status = 401
+                draft.reason = .revoked
+                draft.clientIP = EventDraft.attackerAddress
             }
-            return Event(type: type, ts: timestamp(served), token: story.token, tokenType: story.tokenType, sub: story.sub,
-                         clientID: story.clientID, iss: exp == nil ? nil : client.iss, aud: exp == nil ? nil : client.aud,
-                         scope: scope, exp: exp, gateway: Catalog.gateways[served.gateway], release: served.release,
-                         track: served.track, route: route.path, method: route.method, status: status, clientIP: ip, reason: reason)
+            draft.ts = timestamp(served)
+            draft.gateway = served.gateway
+            draft.release = served.release
+            draft.track = served.track
+            return draft
         }
     }
 }

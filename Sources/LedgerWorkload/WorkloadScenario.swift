@@ -83,9 +83,9 @@ public struct WorkloadScenario: Sendable, Equatable {
         rawJWTUser = 0
         gateways = Catalog.gateways
         canaryGateway = Catalog.gateways[Catalog.canaryGatewayIndex]
-        initialRelease = Catalog.initialRelease
-        stableRelease = Catalog.goodRelease
-        badCanaryRelease = Catalog.badRelease
+        initialRelease = Release.initial.text
+        stableRelease = Release.good.text
+        badCanaryRelease = Release.bad.text
 
         var mixer = SplitMix64(seed: configuration.seed ^ 0x5CE7_A210_0000_0001)
         var rng = Xoshiro256StarStar(seed: mixer.next())
@@ -96,9 +96,9 @@ public struct WorkloadScenario: Sendable, Equatable {
         markers = placed.compactMap { item in
             guard case .marker(let m) = item.action else { return nil }
             let p = markerPlan[m]
-            return Marker(id: p.id, type: p.type, release: p.release, track: p.track, weight: p.weight, eventIndex: item.index)
+            return Marker(id: p.id, type: p.type, release: p.release.text, track: p.track.text, weight: p.weight, eventIndex: item.index)
         }
-        let badIndex = markers.firstIndex { $0.release == Catalog.badRelease }
+        let badIndex = markers.firstIndex { $0.release == Release.bad.text }
         badCanaryMarker = badIndex.map { markers[$0].id }
         lastGoodMarker = badIndex.map { $0 > 0 ? markers[$0 - 1].id : nil } ?? markers.last?.id
 
@@ -110,8 +110,9 @@ public struct WorkloadScenario: Sendable, Equatable {
         let issued = indices { $0 == .compromisedIssued }
         if let issuedIndex = issued.first, let revokedIndex = indices({ $0 == .compromisedRevoked }).first {
             let ci = Catalog.machineSubjects[Catalog.ciSubject]
+            let client = Catalog.allClients[Catalog.ciClientIndex]
             compromised = CompromisedToken(
-                token: ciToken, tokenType: Catalog.ciClient.tokenType, sub: ci.name, clientID: Catalog.ciClient.id,
+                token: ciToken, tokenType: client.tokenType.text, sub: ci.name, clientID: client.id,
                 clientIP: ci.ip, attackerIP: Catalog.attackerIP, issuedIndex: issuedIndex,
                 validatedIndices: indices { $0 == .compromisedValidated }, revokedIndex: revokedIndex,
                 revalidatedIndices: indices { $0 == .compromisedReplayAccepted },
@@ -144,19 +145,19 @@ public struct WorkloadScenario: Sendable, Equatable {
     struct MarkerPlan {
         let id: String
         let type: EventType
-        let release: String
-        let track: String
+        let release: Release
+        let track: Track
         let weight: Int
         /// Position as a fraction of the event count, in basis points.
         let basisPoints: Int
     }
 
     static let markerPlan: [MarkerPlan] = [
-        MarkerPlan(id: "m-0001", type: .deploy, release: Catalog.initialRelease, track: "stable", weight: 100, basisPoints: 0),
-        MarkerPlan(id: "m-0002", type: .deploy, release: Catalog.goodRelease, track: "canary", weight: 10, basisPoints: 500),
-        MarkerPlan(id: "m-0003", type: .promote, release: Catalog.goodRelease, track: "stable", weight: 100, basisPoints: 4_000),
-        MarkerPlan(id: "m-0004", type: .deploy, release: Catalog.badRelease, track: "canary", weight: 10, basisPoints: 6_000),
-        MarkerPlan(id: "m-0005", type: .deploy, release: Catalog.badRelease, track: "canary", weight: 25, basisPoints: 8_500),
+        MarkerPlan(id: "m-0001", type: .deploy, release: .initial, track: .stable, weight: 100, basisPoints: 0),
+        MarkerPlan(id: "m-0002", type: .deploy, release: .good, track: .canary, weight: 10, basisPoints: 500),
+        MarkerPlan(id: "m-0003", type: .promote, release: .good, track: .stable, weight: 100, basisPoints: 4_000),
+        MarkerPlan(id: "m-0004", type: .deploy, release: .bad, track: .canary, weight: 10, basisPoints: 6_000),
+        MarkerPlan(id: "m-0005", type: .deploy, release: .bad, track: .canary, weight: 25, basisPoints: 8_500),
     ]
 
     typealias PlanItem = (basisPoints: Int, offset: Int, action: ScriptAction)

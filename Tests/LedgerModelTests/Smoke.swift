@@ -1,3 +1,0 @@
-import XCTest
-@testable import LedgerModel
-final class SmokeTests: XCTestCase { func testNothing() {} }
