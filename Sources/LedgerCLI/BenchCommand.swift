@@ -75,6 +75,8 @@ enum BenchCommand {
         var lz4 = Row(name: "reference: LZ4_compress_default (1 core)", unit: "MB/s", target: "")
         var lz4Events = Row(name: "reference: LZ4 compress, as events", unit: "events/s", target: "")
         var canonicalPerEvent = Row(name: "canonical (uncompressed) size", unit: "bytes/event", target: "")
+        var decodeOnly = Row(name: "phase: NDJSON decode only (1 core)", unit: "events/s", target: "")
+        var encodeOnly = Row(name: "phase: block encode only (1 core)", unit: "events/s", target: "")
 
         for run in 1...runs {
             let dirA = scratch + "/ndjson-\(run)"
@@ -190,6 +192,34 @@ enum BenchCommand {
             seconds = elapsed(t0)
             lz4.samples.append(Double(canonicalBytes) / seconds / 1e6)
             lz4Events.samples.append(Double(events) / seconds)
+            // Single-core phases of the import, on the first 1M events, to show what bounds it.
+            let sample = min(events, 1_000_000)
+            var sampleEvents = [Event]()
+            sampleEvents.reserveCapacity(sample)
+            let decoder = NDJSONDecoder()
+            t0 = monotonicNanoseconds()
+            ndjson.withUnsafeBytes { raw in
+                var start = 0
+                while sampleEvents.count < sample, let nl = raw[start...].firstIndex(of: 0x0A) {
+                    if let e = try? decoder.decode(line: UnsafeRawBufferPointer(rebasing: raw[start..<nl]), lineNumber: sampleEvents.count + 1) {
+                        sampleEvents.append(e)
+                    }
+                    start = nl + 1
+                }
+            }
+            decodeOnly.samples.append(Double(sampleEvents.count) / elapsed(t0))
+            t0 = monotonicNanoseconds()
+            var blockStart = 0
+            var rawTotal = 0
+            while blockStart < sampleEvents.count {
+                var encoder = BlockPayloadEncoder(expectedEvents: 16384)
+                for e in sampleEvents[blockStart..<min(sampleEvents.count, blockStart + 16384)] { encoder.append(e) }
+                rawTotal += encoder.finish().count
+                blockStart += 16384
+            }
+            encodeOnly.samples.append(Double(sampleEvents.count) / elapsed(t0))
+            _ = rawTotal
+
             try? logA.close()
             if !args.has("keep") {
                 try? FileManager.default.removeItem(atPath: dirA)
@@ -198,7 +228,8 @@ enum BenchCommand {
         }
 
         print("tokenledger bench — \(events) events (gen seed \(seed)), \(runs) runs, medians, fsync \(fsync), \(ProcessInfo.processInfo.activeProcessorCount) cores")
-        let rows = [appendNDJSON, appendBinary, storedPerEvent, canonicalPerEvent, replayDecode, replayNDJSON, verifyRate, sha, lz4, lz4Events]
+        let rows = [appendNDJSON, appendBinary, storedPerEvent, canonicalPerEvent, replayDecode, replayNDJSON, verifyRate, sha, lz4, lz4Events,
+                    decodeOnly, encodeOnly]
         for r in rows {
             let value = r.unit.hasPrefix("bytes") ? String(format2: r.median) : (r.unit == "events/s" ? formatCount(r.median) : String(format1: r.median))
             print("  " + r.name.padding(42) + value.padding(10) + r.unit.padding(16) + (r.target.isEmpty ? "" : "target " + r.target))
@@ -211,7 +242,8 @@ enum BenchCommand {
     }
 
     static func openLog(_ dir: String, fsync: FsyncPolicy) throws(CLIError) -> SegmentLog {
-        do { return try SegmentLog.open(directory: dir, options: LogOptions(fsync: fsync)) } catch { throw .failure("bench", "\(error)") }
+        // A fixed clock makes received_at, and so the chain, identical across the two appends.
+        do { return try SegmentLog.open(directory: dir, options: LogOptions(fsync: fsync), clock: FixedClock(ms: WorkloadConfiguration.defaultStartMs)) } catch { throw .failure("bench", "\(error)") }
     }
 
     static func elapsed(_ start: UInt64) -> Double { max(1e-9, Double(monotonicNanoseconds() - start) / 1e9) }

@@ -101,31 +101,25 @@ enum StringKind {
 /// Builds the payload of one block. Feed events in sequence order, then `finish()`.
 public struct BlockPayloadEncoder {
     private var interner: StringInterner
-    private var streams: [[UInt8]] = Array(repeating: [], count: PayloadStream.count)
+    private let streams: StreamBuffers
     /// Per event, the reference of each string field (UInt32.max when absent).
     private var refs: [UInt32] = []
     /// Per string id: the last event (index + 1, 0 = none) whose token was that string.
     private var lastEventOfToken: [Int32] = []
     private var previousTs: Int64 = 0
-    private var lastRefCache: [(String, UInt32)]
     public private(set) var count = 0
     public private(set) var minTs: Int64 = .max
     public private(set) var maxTs: Int64 = .min
 
     public init(expectedEvents: Int = 4096) {
         interner = StringInterner(capacity: max(64, expectedEvents / 2))
-        lastRefCache = Array(repeating: ("", UInt32.max), count: StringField.count + 1)
+        streams = StreamBuffers(streams: PayloadStream.count, initialCapacity: expectedEvents)
         refs.reserveCapacity(expectedEvents * StringField.count)
-        for i in 0..<PayloadStream.count { streams[i].reserveCapacity(expectedEvents * (i < PayloadStream.firstString + 4 ? 2 : 1)) }
     }
 
     @inline(__always) private mutating func intern(_ value: String, field: Int) -> UInt32 {
-        // Most fields repeat the value of the event before; that check is cheaper than hashing.
-        let cached = lastRefCache[field]
-        if cached.1 != UInt32.max && cached.0 == value { return cached.1 }
         let (id, isNew) = interner.intern(value)
         if isNew { lastEventOfToken.append(0) }
-        lastRefCache[field] = (value, id)
         return id
     }
 
@@ -143,7 +137,7 @@ public struct BlockPayloadEncoder {
         count += 1
         minTs = min(minTs, event.ts)
         maxTs = max(maxTs, event.ts)
-        streams[PayloadStream.types].append(event.type.rawValue)
+        streams.appendByte(PayloadStream.types, event.type.rawValue)
 
         var presence: UInt32 = 0
         let base = refs.count
@@ -158,7 +152,7 @@ public struct BlockPayloadEncoder {
         if event.status != nil { presence |= PresenceBit.status }
         if event.weight != nil { presence |= PresenceBit.weight }
         if !event.attrs.isEmpty { presence |= PresenceBit.attrs }
-        appendVarint(UInt64(presence), to: &streams[PayloadStream.presence])
+        streams.appendVarint(PayloadStream.presence, UInt64(presence))
 
         var inherit: UInt32 = 0
         let tokenRef = refs[base]
@@ -169,26 +163,26 @@ public struct BlockPayloadEncoder {
                 for f in 1..<StringField.count where refs[base + f] != UInt32.max && refs[base + f] == refs[previousBase + f] {
                     inherit |= 1 << UInt32(f)
                 }
-                appendVarint(UInt64(inherit), to: &streams[PayloadStream.inherit])
+                streams.appendVarint(PayloadStream.inherit, UInt64(inherit))
             }
             lastEventOfToken[Int(tokenRef)] = Int32(eventIndex + 1)
         }
         for f in 0..<StringField.count where refs[base + f] != UInt32.max && inherit & (1 << UInt32(f)) == 0 {
-            appendVarint(UInt64(refs[base + f]), to: &streams[PayloadStream.firstString + f])
+            streams.appendVarint(PayloadStream.firstString + f, UInt64(refs[base + f]))
         }
 
-        appendVarint(zigzag(event.ts &- previousTs), to: &streams[PayloadStream.ts])
+        streams.appendVarint(PayloadStream.ts, zigzag(event.ts &- previousTs))
         previousTs = event.ts
-        if let exp = event.exp { appendVarint(zigzag(exp &- event.ts), to: &streams[PayloadStream.exp]) }
-        if let status = event.status { appendVarint(UInt64(truncatingIfNeeded: status), to: &streams[PayloadStream.status]) }
-        if let weight = event.weight { appendVarint(UInt64(truncatingIfNeeded: weight), to: &streams[PayloadStream.weight]) }
+        if let exp = event.exp { streams.appendVarint(PayloadStream.exp, zigzag(exp &- event.ts)) }
+        if let status = event.status { streams.appendVarint(PayloadStream.status, UInt64(truncatingIfNeeded: status)) }
+        if let weight = event.weight { streams.appendVarint(PayloadStream.weight, UInt64(truncatingIfNeeded: weight)) }
         if !event.attrs.isEmpty {
-            appendVarint(UInt64(event.attrs.count), to: &streams[PayloadStream.attrs])
+            streams.appendVarint(PayloadStream.attrs, UInt64(event.attrs.count))
             for key in event.attrs.keys.sorted() {
                 let k = intern(key, field: StringField.count)
                 let v = intern(event.attrs[key]!, field: StringField.count)
-                appendVarint(UInt64(k), to: &streams[PayloadStream.attrs])
-                appendVarint(UInt64(v), to: &streams[PayloadStream.attrs])
+                streams.appendVarint(PayloadStream.attrs, UInt64(k))
+                streams.appendVarint(PayloadStream.attrs, UInt64(v))
             }
         }
     }
@@ -196,7 +190,8 @@ public struct BlockPayloadEncoder {
     /// The finished payload bytes. The encoder is spent afterwards.
     public func finish() -> [UInt8] {
         var out = [UInt8]()
-        var total = 16 + streams.reduce(0) { $0 + $1.count }
+        var total = 16
+        for i in 0..<PayloadStream.count { total += streams.count(i) }
         let strings = interner.strings
         for s in strings { total += s.utf8.count + 2 }
         out.reserveCapacity(total)
@@ -204,8 +199,8 @@ public struct BlockPayloadEncoder {
         appendVarint(UInt64(strings.count), to: &out)
         for s in strings { BlockPayloadEncoder.appendString(s, to: &out) }
         appendVarint(UInt64(PayloadStream.count), to: &out)
-        for s in streams { appendVarint(UInt64(s.count), to: &out) }
-        for s in streams { out.append(contentsOf: s) }
+        for i in 0..<PayloadStream.count { appendVarint(UInt64(streams.count(i)), to: &out) }
+        for i in 0..<PayloadStream.count { streams.append(stream: i, to: &out) }
         return out
     }
 

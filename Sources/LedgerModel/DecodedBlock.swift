@@ -113,7 +113,7 @@ public enum BlockPayloadDecoder {
         }
 
         let stringCount = UInt32(strings.count)
-        var types = [EventType](); types.reserveCapacity(n)
+        var types = [EventType](repeating: .validated, count: n)
         var ts = [Int64](repeating: 0, count: n)
         var presenceColumn = [UInt32](repeating: 0, count: n)
         var refs = [UInt32](repeating: UInt32.max, count: n * StringField.count)
@@ -123,88 +123,103 @@ public enum BlockPayloadDecoder {
         var attrStart = [UInt32](repeating: 0, count: n + 1)
         var attrRefs = [UInt32]()
         var lastEventOfToken = [Int32](repeating: 0, count: strings.count)
-        var previousTs: Int64 = 0
 
+        // The hot loop works on raw pointers into preallocated columns: array subscripts with
+        // uniqueness and bounds checks per field were most of the decode time.
+        let cursors = UnsafeMutableBufferPointer<ByteCursor>.allocate(capacity: PayloadStream.count)
+        _ = cursors.initialize(from: streams)
+        defer { cursors.deallocate() }
         func streamError(_ stream: Int, _ reason: String) -> BlockPayloadError {
-            BlockPayloadError(offset: streams[stream].offset, reason: "stream \(stream): \(reason)")
+            BlockPayloadError(offset: cursors[stream].offset, reason: "stream \(stream): \(reason)")
         }
-
-        for i in 0..<n {
-            guard let rawType = streams[PayloadStream.types].byte(), let type = EventType(rawValue: rawType) else {
-                throw streamError(PayloadStream.types, "event \(i): missing or unknown type")
-            }
-            types.append(type)
-            guard let p64 = streams[PayloadStream.presence].varint(), p64 <= UInt64(PresenceBit.all) else {
-                throw streamError(PayloadStream.presence, "event \(i): bad presence bits")
-            }
-            let p = UInt32(p64)
-            presenceColumn[i] = p
-            let base = i * StringField.count
-            var inherit: UInt32 = 0
-            var previousBase = -1
-            if p & 1 != 0 {
-                guard let tokenRef = streams[PayloadStream.firstString].varint(), tokenRef < UInt64(stringCount) else {
-                    throw streamError(PayloadStream.firstString, "event \(i): bad token reference")
+        try types.withUnsafeMutableBufferPointer { (typesOut) throws(BlockPayloadError) in
+        try ts.withUnsafeMutableBufferPointer { (tsOut) throws(BlockPayloadError) in
+        try presenceColumn.withUnsafeMutableBufferPointer { (presenceOut) throws(BlockPayloadError) in
+        try refs.withUnsafeMutableBufferPointer { (refsOut) throws(BlockPayloadError) in
+        try lastEventOfToken.withUnsafeMutableBufferPointer { (lastOfToken) throws(BlockPayloadError) in
+            var previousTs: Int64 = 0
+            for i in 0..<n {
+                guard let rawType = cursors[PayloadStream.types].byte(), let type = EventType(rawValue: rawType) else {
+                    throw streamError(PayloadStream.types, "event \(i): missing or unknown type")
                 }
-                refs[base] = UInt32(tokenRef)
-                let previous = Int(lastEventOfToken[Int(tokenRef)]) - 1
-                if previous >= 0 {
-                    guard let inh = streams[PayloadStream.inherit].varint(), inh & ~UInt64(p) == 0, inh & 1 == 0 else {
-                        throw streamError(PayloadStream.inherit, "event \(i): bad inherit bits")
+                typesOut[i] = type
+                guard let p64 = cursors[PayloadStream.presence].varint(), p64 <= UInt64(PresenceBit.all) else {
+                    throw streamError(PayloadStream.presence, "event \(i): bad presence bits")
+                }
+                let p = UInt32(p64)
+                presenceOut[i] = p
+                let base = i * StringField.count
+                var inherit: UInt32 = 0
+                var previousBase = -1
+                if p & 1 != 0 {
+                    guard let tokenRef = cursors[PayloadStream.firstString].varint(), tokenRef < UInt64(stringCount) else {
+                        throw streamError(PayloadStream.firstString, "event \(i): bad token reference")
                     }
-                    inherit = UInt32(inh)
-                    previousBase = previous * StringField.count
+                    refsOut[base] = UInt32(tokenRef)
+                    let previous = Int(lastOfToken[Int(tokenRef)]) - 1
+                    if previous >= 0 {
+                        guard let inh = cursors[PayloadStream.inherit].varint(), inh & ~UInt64(p) == 0, inh & 1 == 0 else {
+                            throw streamError(PayloadStream.inherit, "event \(i): bad inherit bits")
+                        }
+                        inherit = UInt32(inh)
+                        previousBase = previous * StringField.count
+                    }
+                    lastOfToken[Int(tokenRef)] = Int32(i + 1)
                 }
-                lastEventOfToken[Int(tokenRef)] = Int32(i + 1)
-            }
-            var f = 1
-            while f < StringField.count {
-                let bit = UInt32(1) << UInt32(f)
-                if p & bit != 0 {
+                var fields = p & 0x1FFFE
+                while fields != 0 {
+                    let f = fields.trailingZeroBitCount
+                    let bit = UInt32(1) << UInt32(f)
+                    fields &= fields - 1
                     if inherit & bit != 0 {
-                        let r = refs[previousBase + f]
+                        let r = refsOut[previousBase + f]
                         guard r != UInt32.max else { throw streamError(PayloadStream.inherit, "event \(i): inherits an absent field") }
-                        refs[base + f] = r
+                        refsOut[base + f] = r
                     } else {
-                        guard let r = streams[PayloadStream.firstString + f].varint(), r < UInt64(stringCount) else {
+                        guard let r = cursors[PayloadStream.firstString + f].varint(), r < UInt64(stringCount) else {
                             throw streamError(PayloadStream.firstString + f, "event \(i): bad string reference")
                         }
-                        refs[base + f] = UInt32(r)
+                        refsOut[base + f] = UInt32(truncatingIfNeeded: r)
                     }
                 }
-                f += 1
-            }
-            guard let delta = streams[PayloadStream.ts].varint() else { throw streamError(PayloadStream.ts, "event \(i): truncated") }
-            let t = previousTs &+ unzigzag(delta)
-            ts[i] = t
-            previousTs = t
-            if p & PresenceBit.exp != 0 {
-                guard let d = streams[PayloadStream.exp].varint() else { throw streamError(PayloadStream.exp, "event \(i): truncated") }
-                exp[i] = t &+ unzigzag(d)
-            }
-            if p & PresenceBit.status != 0 {
-                guard let s = streams[PayloadStream.status].varint(), s <= 999 else { throw streamError(PayloadStream.status, "event \(i): bad status") }
-                status[i] = Int32(s)
-            }
-            if p & PresenceBit.weight != 0 {
-                guard let w = streams[PayloadStream.weight].varint(), w <= 100 else { throw streamError(PayloadStream.weight, "event \(i): bad weight") }
-                weight[i] = Int32(w)
-            }
-            if p & PresenceBit.attrs != 0 {
-                guard let pairs = streams[PayloadStream.attrs].varint(), pairs >= 1, pairs <= 1024 else {
-                    throw streamError(PayloadStream.attrs, "event \(i): bad attribute count")
-                }
-                for _ in 0..<(Int(pairs) * 2) {
-                    guard let r = streams[PayloadStream.attrs].varint(), r < UInt64(stringCount) else {
-                        throw streamError(PayloadStream.attrs, "event \(i): bad attribute reference")
+                guard let delta = cursors[PayloadStream.ts].varint() else { throw streamError(PayloadStream.ts, "event \(i): truncated") }
+                let t = previousTs &+ unzigzag(delta)
+                tsOut[i] = t
+                previousTs = t
+                if p & (PresenceBit.exp | PresenceBit.status | PresenceBit.weight | PresenceBit.attrs) != 0 {
+                    if p & PresenceBit.exp != 0 {
+                        guard let d = cursors[PayloadStream.exp].varint() else { throw streamError(PayloadStream.exp, "event \(i): truncated") }
+                        exp[i] = t &+ unzigzag(d)
                     }
-                    attrRefs.append(UInt32(r))
+                    if p & PresenceBit.status != 0 {
+                        guard let v = cursors[PayloadStream.status].varint(), v <= 999 else { throw streamError(PayloadStream.status, "event \(i): bad status") }
+                        status[i] = Int32(v)
+                    }
+                    if p & PresenceBit.weight != 0 {
+                        guard let w = cursors[PayloadStream.weight].varint(), w <= 100 else { throw streamError(PayloadStream.weight, "event \(i): bad weight") }
+                        weight[i] = Int32(w)
+                    }
+                    if p & PresenceBit.attrs != 0 {
+                        guard let pairs = cursors[PayloadStream.attrs].varint(), pairs >= 1, pairs <= 1024 else {
+                            throw streamError(PayloadStream.attrs, "event \(i): bad attribute count")
+                        }
+                        for _ in 0..<(Int(pairs) * 2) {
+                            guard let r = cursors[PayloadStream.attrs].varint(), r < UInt64(stringCount) else {
+                                throw streamError(PayloadStream.attrs, "event \(i): bad attribute reference")
+                            }
+                            attrRefs.append(UInt32(r))
+                        }
+                    }
                 }
+                attrStart[i + 1] = UInt32(attrRefs.count)
             }
-            attrStart[i + 1] = UInt32(attrRefs.count)
         }
-        for (index, stream) in streams.enumerated() where !stream.isAtEnd {
-            throw streamError(index, "\(stream.remaining) unread bytes")
+        }
+        }
+        }
+        }
+        for index in 0..<PayloadStream.count where !cursors[index].isAtEnd {
+            throw streamError(index, "\(cursors[index].remaining) unread bytes")
         }
         return DecodedBlock(count: n, strings: strings, types: types, ts: ts, presence: presenceColumn, refs: refs,
                             exp: exp, status: status, weight: weight, attrStart: attrStart, attrRefs: attrRefs)

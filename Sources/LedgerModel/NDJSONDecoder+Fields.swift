@@ -2,6 +2,20 @@
 // attrs, unknown fields and the required-field rules. The rules are documented once, on
 // NDJSONDecoder.
 
+import Glibc
+
+extension Event {
+    /// The decoder's starting point. Assigning the stored properties directly avoids the copies
+    /// the 23-parameter memberwise-style init costs on the hot path.
+    @inline(__always)
+    init(decodingType type: EventType, ts: Int64) {
+        self.type = type; self.ts = ts; token = nil; tokenType = nil; sub = nil; clientID = nil; iss = nil
+        aud = nil; scope = nil; exp = nil; parent = nil; gateway = nil; release = nil; track = nil; route = nil
+        method = nil; status = nil; clientIP = nil; requestID = nil; reason = nil; marker = nil; weight = nil
+        attrs = Dictionary()
+    }
+}
+
 /// Top-level fields of the v1 schema; the raw value is the bit in the seen-fields mask.
 enum NDJSONField: UInt8, CaseIterable {
     case type, ts, token, tokenType, sub, clientID, iss, aud, scope, exp, parent, gateway, release,
@@ -48,12 +62,13 @@ enum NDJSONField: UInt8, CaseIterable {
             lo = lo &<< 8 | UInt64(k[j])
             j &-= 1
         }
-        var hi: UInt64 = 0
-        j = n &- 1
-        while j >= 8 {
-            hi = hi &<< 8 | UInt64(k[j])
-            j &-= 1
-        }
+        return match(lo: lo, hi: n > 8 ? (n == 10 ? UInt64(k[8]) | UInt64(k[9]) &<< 8 : UInt64(k[8])) : 0, n)
+    }
+
+    /// As `match(_:_:)`, for a key whose first eight bytes (zero-padded past its end) are `lo`
+    /// and whose ninth and tenth are `hi`, all little-endian.
+    @inline(__always)
+    static func match(lo: UInt64, hi: UInt64, _ n: Int) -> NDJSONField? {
         switch n {
         case 2: return lo == 0x7374 ? .ts : nil
         case 3:
@@ -103,8 +118,9 @@ enum NDJSONField: UInt8, CaseIterable {
 }
 
 extension NDJSONParser {
-    static let typeNames = EventType.allCases.map(\.name).joined(separator: ", ")
-    static let expectedTimestamp = "expected an integer (epoch ms) or an RFC 3339 string"
+    static var typeNames: String { EventType.allCases.map(\.name).joined(separator: ", ") }
+    static var expectedTimestamp: String { "expected an integer (epoch ms) or an RFC 3339 string" }
+    static var expectedInteger: String { "expected an integer" }
 
     /// Fills `event`, which the caller creates empty, so the large struct is built in place
     /// rather than copied out on return.
@@ -113,9 +129,6 @@ extension NDJSONParser {
         guard i < end, p[i] == UInt8(ascii: "{") else { throw expected("'{' (each line holds one JSON object)", at: i) }
         i &+= 1
         var seen: UInt32 = 0
-        // Names of unknown top-level fields already moved into attrs, to tell a collision with an
-        // attrs key from a plain duplicate. Stays empty, and unallocated, on well-formed input.
-        var keptUnknown: [String] = []
 
         skipWhitespace()
         if i < end && p[i] == UInt8(ascii: "}") {
@@ -131,9 +144,9 @@ extension NDJSONParser {
                         throw fieldError(field.name, "duplicate field", at: keyOffset)
                     }
                     seen |= field.bit
-                    try parseValue(of: field, into: &event, keptUnknown: keptUnknown)
+                    try parseValue(of: field, into: &event)
                 } else {
-                    try parseUnknownField(key, keyOffset: keyOffset, into: &event, keptUnknown: &keptUnknown)
+                    try parseUnknownField(key, keyOffset: keyOffset, into: &event)
                 }
                 skipWhitespace()
                 guard i < end else { throw expected("',' or '}'", at: i) }
@@ -162,6 +175,18 @@ extension NDJSONParser {
     /// - Returns: nil for a name outside the schema.
     @inline(__always)
     func knownField(_ key: RawJSONString) throws(EventDecodeError) -> NDJSONField? {
+        let n = key.rawCount
+        // One unaligned load covers the key (the line goes on past it at least until the closing
+        // brace); bytes past the key are masked off.
+        guard !key.hasEscapes && n >= 2 && n <= 10 && key.start &+ 8 <= end else { return try knownFieldSlowly(key) }
+        let word = UnsafeRawPointer(p + key.start).loadUnaligned(as: UInt64.self)
+        if n < 8 { return NDJSONField.match(lo: word & (1 &<< UInt64(n &* 8) &- 1), hi: 0, n) }
+        let hi: UInt64 = n == 8 ? 0 : n == 9 ? UInt64(p[key.start &+ 8]) : UInt64(p[key.start &+ 8]) | UInt64(p[key.start &+ 9]) &<< 8
+        return NDJSONField.match(lo: word, hi: hi, n)
+    }
+
+    @inline(never)
+    func knownFieldSlowly(_ key: RawJSONString) throws(EventDecodeError) -> NDJSONField? {
         if !key.hasEscapes { return NDJSONField.match(p + key.start, key.rawCount) }
         // An escaped key ("\u0074s") names the same field as its plain spelling.
         return try withUnescapedBytes(key) { bytes in
@@ -170,7 +195,7 @@ extension NDJSONParser {
     }
 
     @inline(__always)
-    mutating func parseValue(of field: NDJSONField, into event: inout Event, keptUnknown: [String]) throws(EventDecodeError) {
+    mutating func parseValue(of field: NDJSONField, into event: inout Event) throws(EventDecodeError) {
         switch field {
         case .type: event.type = try eventType()
         case .ts:
@@ -196,7 +221,7 @@ extension NDJSONParser {
         case .reason: event.reason = try string(.reason)
         case .status: event.status = try integer(.status, in: 100...599).map { Int($0) }
         case .weight: event.weight = try integer(.weight, in: 0...100).map { Int($0) }
-        case .attrs: try attrsObject(into: &event, keptUnknown: keptUnknown)
+        case .attrs: try attrsObject(into: &event)
         }
     }
 
@@ -287,7 +312,9 @@ extension NDJSONParser {
         let raw = try scanString()
         let tokenBytesMax = limits.tokenBytesMax
         let value = try withUnescapedBytes(raw) { bytes in
-            TokenFingerprint.needsFingerprint(bytes, tokenBytesMax: tokenBytesMax)
+            // A JWT has dots, so a short id without one skips the full check.
+            let maybeBearer = bytes.count > tokenBytesMax || (bytes.count > 0 && memchr(bytes.baseAddress!, Int32(UInt8(ascii: ".")), bytes.count) != nil)
+            return maybeBearer && TokenFingerprint.needsFingerprint(bytes, tokenBytesMax: tokenBytesMax)
                 ? TokenFingerprint.fingerprint(bytes)
                 : String(decoding: bytes, as: UTF8.self)
         }
@@ -304,27 +331,57 @@ extension NDJSONParser {
         guard i < end else { throw expected("a value", at: i) }
         let c = p[i]
         if c == UInt8(ascii: "-") || DecimalDigits.isDigit(c) {
-            return try integerValue(field.name, expectation: "expected an integer", range: range)
+            return try integerValue(field, timestamp: false, min: range.lowerBound, max: range.upperBound)
         }
         if isNull() {
             i &+= 4
             return nil
         }
-        throw wrongType(field.name, "expected an integer")
+        throw wrongType(field.name, Self.expectedInteger)
     }
 
-    /// Consumes a number known to start at `i` and requires it to be an integer within `range`.
-    mutating func integerValue(_ field: String, expectation: String, range: ClosedRange<Int64>) throws(EventDecodeError) -> Int64 {
+    /// Consumes a number known to start at `i` and requires it to be an integer in `min...max`.
+    @inline(__always)
+    mutating func integerValue(_ field: NDJSONField, timestamp: Bool, min: Int64, max: Int64) throws(EventDecodeError) -> Int64 {
+        // One pass for the usual case: up to 18 digits cannot overflow, and no fraction follows.
+        let negative = p[i] == UInt8(ascii: "-")
+        let digitsStart = negative ? i &+ 1 : i
+        var j = digitsStart
+        var magnitude: UInt64 = 0
+        while j < end {
+            let digit = p[j] &- 0x30
+            if digit >= 10 { break }
+            magnitude = magnitude &* 10 &+ UInt64(digit)
+            j &+= 1
+        }
+        let digitCount = j &- digitsStart
+        let next = j < end ? p[j] : 0
+        guard digitCount > 0 && digitCount <= 18 && (p[digitsStart] != UInt8(ascii: "0") || digitCount == 1)
+            && next != UInt8(ascii: ".") && next | 0x20 != UInt8(ascii: "e") else {
+            return try integerValueSlowly(field, timestamp: timestamp, min: min, max: max)
+        }
+        let value = negative ? -Int64(magnitude) : Int64(magnitude)
+        guard value >= min && value <= max else {
+            throw fieldError(field.name, "\(value) is out of range (\(min)...\(max))", at: i)
+        }
+        i = j
+        return value
+    }
+
+    /// The full grammar, for long, malformed or non-integer numbers; always names the problem.
+    @inline(never)
+    mutating func integerValueSlowly(_ field: NDJSONField, timestamp: Bool, min: Int64, max: Int64) throws(EventDecodeError) -> Int64 {
         let number = try scanNumber()
         guard number.isInteger else {
-            throw fieldError(field, "\(expectation), got \(excerpt(number.start, i))", at: number.start)
+            let expectation = timestamp ? Self.expectedTimestamp : Self.expectedInteger
+            throw fieldError(field.name, "\(expectation), got \(excerpt(number.start, i))", at: number.start)
         }
         let text = UnsafeRawBufferPointer(start: p + number.start, count: i &- number.start)
         guard let value = DecimalDigits.parseInt64(text) else {
-            throw fieldError(field, "integer \(excerpt(number.start, i)) is out of range", at: number.start)
+            throw fieldError(field.name, "integer \(excerpt(number.start, i)) is out of range", at: number.start)
         }
-        guard range.contains(value) else {
-            throw fieldError(field, "\(value) is out of range (\(range.lowerBound)...\(range.upperBound))", at: number.start)
+        guard value >= min && value <= max else {
+            throw fieldError(field.name, "\(value) is out of range (\(min)...\(max))", at: number.start)
         }
         return value
     }
@@ -335,7 +392,7 @@ extension NDJSONParser {
         guard i < end else { throw expected("a value", at: i) }
         let c = p[i]
         if c == UInt8(ascii: "-") || DecimalDigits.isDigit(c) {
-            return try integerValue(field.name, expectation: Self.expectedTimestamp, range: Int64.min...Int64.max)
+            return try integerValue(field, timestamp: true, min: .min, max: .max)
         }
         if c == UInt8(ascii: "\"") {
             let start = i
@@ -358,7 +415,7 @@ extension NDJSONParser {
 
     // MARK: attrs and unknown fields
 
-    mutating func attrsObject(into event: inout Event, keptUnknown: [String]) throws(EventDecodeError) {
+    mutating func attrsObject(into event: inout Event) throws(EventDecodeError) {
         guard i < end, p[i] == UInt8(ascii: "{") else {
             if isNull() {
                 i &+= 4
@@ -405,8 +462,7 @@ extension NDJSONParser {
     }
 
     /// Keeps an unknown top-level field with a scalar value in attrs (see NDJSONDecoder).
-    mutating func parseUnknownField(_ rawName: RawJSONString, keyOffset: Int, into event: inout Event,
-                                    keptUnknown: inout [String]) throws(EventDecodeError) {
+    mutating func parseUnknownField(_ rawName: RawJSONString, keyOffset: Int, into event: inout Event) throws(EventDecodeError) {
         let nameCount = try byteCount(rawName)
         let name = string(rawName, count: nameCount)
         guard i < end else { throw expected("a value", at: i) }

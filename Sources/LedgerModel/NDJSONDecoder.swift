@@ -59,9 +59,24 @@ public struct NDJSONDecoder: Sendable {
             throw EventDecodeError(line: lineNumber, byteOffset: problem.offset, reason: "invalid UTF-8 (\(problem.reason))")
         }
         var parser = NDJSONParser(bytes: bytes, count: count, lineNumber: lineNumber, limits: limits)
-        var event = Event(type: .issued, ts: 0)
-        try parser.parseEvent(into: &event)
-        return event
+        // Built in place in a stack slot that starts as a byte copy of a blank event. The
+        // optimiser turns `var event = Event(...)` into a temporary plus a field-by-field copy and
+        // a destroy of the 23-field struct, about a tenth of the cost of decoding a line. The byte
+        // copy is a valid copy because the blank event holds no references to retain: its
+        // optionals are nil and its empty attrs is the runtime's immortal empty-dictionary singleton.
+        return try withUnsafeTemporaryAllocation(of: Event.self, capacity: 1) { slot throws(EventDecodeError) -> Event in
+            let event = slot.baseAddress!
+            withUnsafeBytes(of: NDJSONParser.blankEvent) { blank in
+                UnsafeMutableRawPointer(event).copyMemory(from: blank.baseAddress!, byteCount: MemoryLayout<Event>.size)
+            }
+            do throws(EventDecodeError) {
+                try parser.parseEvent(into: &event.pointee)
+            } catch {
+                event.deinitialize(count: 1)
+                throw error
+            }
+            return event.move()
+        }
     }
 
     public func decode(line: String, lineNumber: Int = 1) throws(EventDecodeError) -> Event {
@@ -187,11 +202,16 @@ struct RawJSONString {
 }
 
 struct NDJSONParser {
+    static let blankEvent = Event(decodingType: .issued, ts: 0)
+
     let p: UnsafePointer<UInt8>
     let end: Int
     let lineNumber: Int
     let limits: EventLimits
     var i = 0
+    /// Names of unknown top-level fields already moved into attrs, to tell a collision with an
+    /// attrs key from a plain duplicate. Stays empty, and unallocated, on well-formed input.
+    var keptUnknown: [String] = []
 
     init(bytes: UnsafePointer<UInt8>, count: Int, lineNumber: Int, limits: EventLimits) {
         self.p = bytes

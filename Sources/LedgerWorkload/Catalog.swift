@@ -138,25 +138,25 @@ enum Catalog {
             forbiddenRoute: 18, usesContinuePerMillion: 945_000, burstContinuePerMillion: 400_000,
             refreshPerMillion: 40_000, logoutPerMillion: 12_000, rawJWTOneIn: 500, apiKeyPool: 0),
         ClientProfile(
-            id: "mobile-ios", weight: 20, tokenType: .access, lifetimeMs: 15 * minuteMs, refreshLifetimeMs: dayMs,
+            id: "mobile-ios", weight: 20, tokenType: .access, lifetimeMs: 5 * minuteMs, refreshLifetimeMs: dayMs,
             iss: userIssuer, aud: "api.example.com", scope: "openid profile offline_access orders:read cart:write",
             subjects: .users, routes: [0: 8, 2: 12, 4: 10, 5: 12, 6: 10, 7: 8, 8: 8, 9: 6, 11: 3, 12: 3, 13: 10, 14: 10],
             forbiddenRoute: 18, usesContinuePerMillion: 950_000, burstContinuePerMillion: 450_000,
             refreshPerMillion: 45_000, logoutPerMillion: 6_000, rawJWTOneIn: 0, apiKeyPool: 0),
         ClientProfile(
-            id: "mobile-android", weight: 18, tokenType: .access, lifetimeMs: 15 * minuteMs, refreshLifetimeMs: dayMs,
+            id: "mobile-android", weight: 18, tokenType: .access, lifetimeMs: 5 * minuteMs, refreshLifetimeMs: dayMs,
             iss: userIssuer, aud: "api.example.com", scope: "openid profile offline_access orders:read cart:write",
             subjects: .users, routes: [0: 8, 2: 12, 4: 10, 5: 12, 6: 10, 7: 8, 8: 8, 9: 6, 11: 3, 12: 3, 13: 10, 14: 10],
             forbiddenRoute: 18, usesContinuePerMillion: 950_000, burstContinuePerMillion: 450_000,
             refreshPerMillion: 45_000, logoutPerMillion: 6_000, rawJWTOneIn: 0, apiKeyPool: 0),
         ClientProfile(
-            id: "partner-gateway", weight: 9, tokenType: .access, lifetimeMs: 5 * minuteMs, refreshLifetimeMs: nil,
+            id: "partner-gateway", weight: 0, tokenType: .access, lifetimeMs: 5 * minuteMs, refreshLifetimeMs: nil,
             iss: partnerIssuer, aud: "partner-api.example.com", scope: "partner:shipments partner:inventory",
             subjects: .fixed(partnerSubjects), routes: [16: 5, 17: 9, 4: 2],
             forbiddenRoute: 18, usesContinuePerMillion: 950_000, burstContinuePerMillion: 650_000,
             refreshPerMillion: 0, logoutPerMillion: 0, rawJWTOneIn: 0, apiKeyPool: 0),
         ClientProfile(
-            id: "reporting-job", weight: 6, tokenType: .access, lifetimeMs: 2 * minuteMs, refreshLifetimeMs: nil,
+            id: "reporting-job", weight: 0, tokenType: .access, lifetimeMs: 2 * minuteMs, refreshLifetimeMs: nil,
             iss: userIssuer, aud: "api.example.com", scope: "reports:read orders:read",
             subjects: .fixed(reportingSubjects), routes: [15: 6, 2: 3],
             forbiddenRoute: 19, usesContinuePerMillion: 960_000, burstContinuePerMillion: 750_000,
@@ -168,7 +168,27 @@ enum Catalog {
             forbiddenRoute: 12, usesContinuePerMillion: 920_000, burstContinuePerMillion: 500_000,
             refreshPerMillion: 0, logoutPerMillion: 0, rawJWTOneIn: 0, apiKeyPool: 8),
     ]
+    /// Interactive sessions: the ring's new logins. Machine clients run only as daemons.
     static let clientTable = WeightedTable(clients.map(\.weight))
+
+    /// Long-running sessions outside the ring, together serving `daemonPerMillion` of requests:
+    /// partner integrations and report workers (machine clients whose short-lived tokens expire
+    /// many times over a session) and dashboards left open that poll for notifications (user
+    /// sessions that outlive their 15-minute access token). They are what produces renewals
+    /// at expiry and `rejected` with reason `expired`.
+    static let daemons: [DaemonSpec] = [
+        DaemonSpec(client: 3, subject: partnerSubjects[0], weight: 12),
+        DaemonSpec(client: 3, subject: partnerSubjects[1], weight: 9),
+        DaemonSpec(client: 3, subject: partnerSubjects[2], weight: 8),
+        DaemonSpec(client: 3, subject: partnerSubjects[3], weight: 6),
+        DaemonSpec(client: 3, subject: partnerSubjects[4], weight: 5),
+        DaemonSpec(client: 4, subject: reportingSubjects[0], weight: 14),
+        DaemonSpec(client: 4, subject: reportingSubjects[0], weight: 11),
+    ] + (0..<8).map { _ in DaemonSpec(client: 0, subject: nil, weight: 2) }
+      + (0..<4).map { _ in DaemonSpec(client: 1, subject: nil, weight: 2) }
+      + (0..<4).map { _ in DaemonSpec(client: 2, subject: nil, weight: 2) }
+    static let daemonTable = WeightedTable(daemons.map(\.weight))
+    static let daemonPerMillion = 120_000
 
     /// Ordinary clients, then the CI deployer of the compromised-key story, which ordinary traffic
     /// never draws.
@@ -182,6 +202,14 @@ enum Catalog {
         forbiddenRoute: 19, usesContinuePerMillion: 0, burstContinuePerMillion: 0,
         refreshPerMillion: 0, logoutPerMillion: 0, rawJWTOneIn: 0, apiKeyPool: 0)
     static let webClientIndex = 0
+}
+
+struct DaemonSpec: Sendable {
+    /// Index into `Catalog.clients`.
+    let client: Int
+    /// Index into `Catalog.machineSubjects`; nil: a new end user each time the session restarts.
+    let subject: Int?
+    let weight: Int
 }
 
 /// How one client application gets and uses tokens. A class so that looking one up on the hot

@@ -53,15 +53,17 @@ final class ByteTable {
 final class DraftEncoder {
     private let typePrefixes: ByteTable
     private let tokenTypes = ByteTable.field("token_type", TokenType.allCases.map(\.text))
-    private let subjects: ByteTable
+    /// Machine subjects' names; users' are written digit by digit.
+    private let machineNames: ByteTable
+    private let subjectTable: SubjectTable
     private let clients = ByteTable.field("client_id", Catalog.allClients.map(\.id))
     private let claims: ByteTable
     private let gateways = ByteTable.field("gateway", Catalog.gateways)
     private let releases = ByteTable.field("release", Release.allCases.map(\.text))
     private let tracks = ByteTable.field("track", Track.allCases.map(\.text))
     private let routes: ByteTable
-    /// Client addresses by subject; the attacker's address last.
-    private let addresses: ByteTable
+    /// Machine subjects' addresses, then the attacker's; users' are written digit by digit.
+    private let machineAddresses: ByteTable
     private let reasons = ByteTable.field("reason", Reason.allCases.map(\.text))
     private let markers = ByteTable.field("marker", WorkloadScenario.markerPlan.map(\.id))
 
@@ -73,7 +75,8 @@ final class DraftEncoder {
             guard let type = EventType(rawValue: UInt8(raw)) else { return [] }
             return Array("{\"type\":\"\(type.name)\"".utf8)
         })
-        subjects = ByteTable.field("sub", table.names)
+        subjectTable = table
+        machineNames = ByteTable.field("sub", Catalog.machineSubjects.map(\.name))
         claims = ByteTable(Catalog.allClients.map { client in
             var bytes = [UInt8]()
             for (key, value) in [("iss", client.iss), ("aud", client.aud), ("scope", client.scope)] {
@@ -89,12 +92,12 @@ final class DraftEncoder {
             NDJSONEncoder.appendQuoted(route.method, &bytes)
             return bytes
         })
-        addresses = ByteTable.field("client_ip", table.ips + [Catalog.attackerIP])
-        let tables = [typePrefixes, tokenTypes, subjects, clients, claims, gateways, releases, tracks, routes, addresses,
+        machineAddresses = ByteTable.field("client_ip", Catalog.machineSubjects.map(\.ip) + [Catalog.attackerIP])
+        let tables = [typePrefixes, tokenTypes, machineNames, clients, claims, gateways, releases, tracks, routes, machineAddresses,
                       reasons, markers]
         // Pre-encoded fields at their longest, plus the keys and digits of the integer fields and
         // the keys and quotes of the variable strings, with room to spare.
-        fixedBytesMax = tables.reduce(0) { $0 + $1.longest } + 256
+        fixedBytesMax = tables.reduce(0) { $0 + $1.longest } + table.userNameBytesMax + SubjectTable.userIPBytesMax + 256
     }
 
     /// Bytes `encode` may write for `draft` at most.
@@ -110,7 +113,7 @@ final class DraftEncoder {
         n += writeInt(draft.ts, out + n)
         if let token = draft.token { n += writeString(",\"token\":", token, out + n) }
         if let tokenType = draft.tokenType { n += tokenTypes.write(tokenType.rawValue, to: out + n) }
-        if draft.subject >= 0 { n += subjects.write(Int(draft.subject), to: out + n) }
+        if draft.subject >= 0 { n += writeSubject(Int(draft.subject), out + n) }
         if draft.client >= 0 {
             n += clients.write(Int(draft.client), to: out + n)
             if draft.claims { n += claims.write(Int(draft.client), to: out + n) }
@@ -129,9 +132,9 @@ final class DraftEncoder {
             n += writeInt(Int64(draft.status), out + n)
         }
         if draft.clientIP >= 0 {
-            n += addresses.write(Int(draft.clientIP), to: out + n)
+            n += writeAddress(Int(draft.clientIP), out + n)
         } else if draft.clientIP == EventDraft.attackerAddress {
-            n += addresses.write(addresses.count - 1, to: out + n)
+            n += machineAddresses.write(machineAddresses.count - 1, to: out + n)
         }
         if let requestID = draft.requestID { n += writeString(",\"request_id\":", requestID, out + n) }
         if let reason = draft.reason { n += reasons.write(reason.rawValue, to: out + n) }
@@ -143,6 +146,36 @@ final class DraftEncoder {
         out[n] = UInt8(ascii: "}")
         out[n + 1] = UInt8(ascii: "\n")
         return n + 2
+    }
+
+    /// `,"sub":"user-00042"`, as `SubjectTable.userName` spells it.
+    private func writeSubject(_ subject: Int, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        if subject < subjectTable.userBase { return machineNames.write(subject, to: out) }
+        var n = writeKey(",\"sub\":\"user-", out)
+        let user = Int64(subject - subjectTable.userBase)
+        var digits = 1
+        var probe = user
+        while probe >= 10 { digits += 1; probe /= 10 }
+        while digits < 5 { out[n] = UInt8(ascii: "0"); n += 1; digits += 1 }
+        n += writeInt(user, out + n)
+        out[n] = 0x22
+        return n + 1
+    }
+
+    /// `,"client_ip":"a.b.c.d"`, as `SubjectTable.ip` spells it.
+    private func writeAddress(_ subject: Int, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        if subject < subjectTable.userBase { return machineAddresses.write(subject, to: out) }
+        let (a, b, c, d) = subjectTable.userOctets(subject)
+        var n = writeKey(",\"client_ip\":\"", out)
+        n += writeInt(Int64(a), out + n)
+        out[n] = UInt8(ascii: "."); n += 1
+        n += writeInt(Int64(b), out + n)
+        out[n] = UInt8(ascii: "."); n += 1
+        n += writeInt(Int64(c), out + n)
+        out[n] = UInt8(ascii: "."); n += 1
+        n += writeInt(Int64(d), out + n)
+        out[n] = 0x22
+        return n + 1
     }
 
     @inline(__always) private func writeKey(_ key: StaticString, _ out: UnsafeMutablePointer<UInt8>) -> Int {

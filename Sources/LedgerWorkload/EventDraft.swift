@@ -38,17 +38,17 @@ struct EventDraft {
 
     init(type: EventType) { self.type = type }
 
-    func materialize(subjects: SubjectTable) -> Event {
+    func materialize(subjects: inout SubjectTable) -> Event {
         let profile = client >= 0 ? Catalog.allClients[Int(client)] : nil
         let routeEntry = route >= 0 ? Catalog.routes[Int(route)] : nil
         return Event(
             type: type, ts: ts, token: token, tokenType: tokenType?.text,
-            sub: subject >= 0 ? subjects.names[Int(subject)] : nil, clientID: profile?.id,
+            sub: subject >= 0 ? subjects.name(Int(subject)) : nil, clientID: profile?.id,
             iss: claims ? profile?.iss : nil, aud: claims ? profile?.aud : nil, scope: claims ? profile?.scope : nil,
             exp: exp, parent: parent, gateway: gateway >= 0 ? Catalog.gateways[Int(gateway)] : nil,
             release: release?.text, track: track?.text, route: routeEntry?.path, method: routeEntry?.method,
             status: status != 0 ? Int(status) : nil,
-            clientIP: clientIP >= 0 ? subjects.ips[Int(clientIP)] : clientIP == EventDraft.attackerAddress ? Catalog.attackerIP : nil,
+            clientIP: clientIP >= 0 ? subjects.ip(Int(clientIP)) : clientIP == EventDraft.attackerAddress ? Catalog.attackerIP : nil,
             requestID: requestID, reason: reason?.text,
             marker: marker >= 0 ? WorkloadScenario.markerPlan[Int(marker)].id : nil, weight: weight >= 0 ? Int(weight) : nil)
     }

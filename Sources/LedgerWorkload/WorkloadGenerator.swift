@@ -1,12 +1,18 @@
 import LedgerModel
 
-// The traffic model. A ring of `tokens` session slots holds sessions in the order they started;
-// each request draws a rank from a distribution heavily skewed to the newest slots, plus a thin
-// uniform tail of returning, idle sessions. New sessions (a login: `issued`) arrive at a fixed
-// rate, and also whenever a few draws find only finished sessions; each takes the oldest slot.
-// Each session has a geometric budget of requests, often in bursts of consecutive requests, so a
-// token recurs mostly within a few hundred to a couple of thousand events of its issue: the
-// temporal locality that lets per-block string dictionaries and LZ4 store ~11 bytes per event.
+// The traffic model. A ring of `tokens` session slots holds interactive sessions in the order
+// they started; each request draws a rank heavily skewed to the newest slots, plus a thin uniform
+// tail of returning, idle sessions. New sessions arrive at a fixed rate, and also whenever a few
+// draws find only finished ones; each takes the oldest slot. A session has a geometric budget of
+// requests, often in bursts, so a token recurs mostly within a few hundred to a couple of
+// thousand events of its issue: the temporal locality that lets per-block string dictionaries
+// and LZ4 store ~14 bytes per event. The arrival rate and the per-client budgets set the mix.
+//
+// Tokens outlive that burst of use, so two more populations make expiry real: sessions evicted
+// from the ring are archived and their users come back after 5+ minutes (by then a mobile
+// token has expired: a 401 `expired` or a refresh ahead of it), and a few long-running daemons
+// (partner integrations, report workers, open dashboards) renew their tokens again and again.
+// Everything starts cold: nothing expires before the shortest lifetime (2 min, ~40k events).
 //
 // On top of that: refreshes (new token, `parent` = old one), logouts and admin revocations (with
 // clients that keep presenting the revoked token for a request or two), rejections, expirations
@@ -27,7 +33,7 @@ public struct WorkloadGenerator {
     private var rng: Xoshiro256StarStar
     private var now: Int64
     private let gatewaySkewMs: [Int64]
-    let subjects: SubjectTable
+    private(set) var subjects: SubjectTable
     private let script: [ScriptItem]
     private var scriptCursor = 0
 
@@ -35,13 +41,20 @@ public struct WorkloadGenerator {
     private var canaryRelease: Release?
     private var canaryWeight = 0
 
+    /// The ring of interactive sessions (`ringSize` slots), then one slot per `Catalog.daemons` entry.
     private var sessions: [Session]
-    /// The slot the next new session takes: the oldest one.
+    private let ringSize: Int
+    /// The ring slot the next new session takes: the oldest one.
     private var head = 0
     private var filled = 0
     /// Width of the skewed rank draw; the mean rank is a quarter of it.
     private let hotWindow: UInt64
     private var burstSlot = -1
+    /// Sessions evicted from the ring that could come back (they hold a refresh token): a FIFO
+    /// ring buffer of at most `archiveCapacity`, oldest at `archiveStart`.
+    private var archive: [Session] = []
+    private var archiveStart = 0
+    private var archiveCount = 0
 
     private var pending: [EventDraft] = []
     private var pendingHead = 0
@@ -53,7 +66,6 @@ public struct WorkloadGenerator {
     private var apiKeys: [[PooledKey]]
 
     private var compromisedSerial: Int32 = -1
-    private var rawJWTSerial: Int32 = -1
 
     // Rates, per million.
     private static let newSessionPerMillion = 36_000
@@ -67,13 +79,25 @@ public struct WorkloadGenerator {
     private static let drawAttempts = 6
     private static let hotWindowMax = 800
     private static let sweepDelayMs: Int64 = 2_000
-    private static let proactiveRefreshMs: Int64 = 120_000
+    /// Clients that renew ahead of expiry do so in this window before `exp`.
+    private static let renewAheadMs: Int64 = 60_000
+    /// Share of sessions whose client library renews only after a 401 `expired`.
+    private static let lazyRenewalPerMillion = 300_000
+    private static let daemonUsesContinuePerMillion = 999_500
+    /// Share of new interactive sessions that are users coming back to an idle session.
+    private static let returnPerMillion = 350_000
+    /// Returning users come back to sessions whose token is at least this old.
+    private static let returnAfterMs: Int64 = 5 * 60_000
+    /// Enough for far more than `returnAfterMs` of evictions; the oldest are dropped.
+    private static let archiveCapacity = 65_536
     private static let maxStepMs: Int64 = 6
 
     /// The value gateways log for a request without credentials: the fingerprint of the empty string.
     static let missingTokenFingerprint = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
+    /// - Parameter configuration: used as `configuration.effective`.
     public init(_ configuration: WorkloadConfiguration) {
+        let configuration = configuration.effective
         self.configuration = configuration
         scenario = WorkloadScenario(configuration)
         script = scenario.script
@@ -84,11 +108,12 @@ public struct WorkloadGenerator {
         for _ in Catalog.gateways { skews.append(Int64(rng.below(9)) - 4) }
         gatewaySkewMs = skews
         subjects = SubjectTable(seed: configuration.seed, users: configuration.subjects)
-        sessions = [Session](repeating: Session(), count: configuration.tokens)
+        ringSize = configuration.tokens
+        sessions = [Session](repeating: Session(), count: configuration.tokens + Catalog.daemons.count)
         hotWindow = UInt64(max(1, min(configuration.tokens, WorkloadGenerator.hotWindowMax)))
-        let (steps, overflow) = Int64(configuration.events).multipliedReportingOverflow(by: WorkloadGenerator.maxStepMs)
-        let (horizon, overflow2) = configuration.startMs.addingReportingOverflow(overflow ? Int64.max / 2 : steps)
-        expiryHorizonMs = overflow2 ? Int64.max - WorkloadGenerator.sweepDelayMs : horizon
+        // Time advances 3 ms per event on average, with a spread of a few ms per thousand events.
+        let (steps, overflow) = Int64(configuration.events).multipliedReportingOverflow(by: 4)
+        expiryHorizonMs = overflow ? Int64.max / 2 : configuration.startMs + min(steps, Int64.max / 4) + 60_000
         apiKeys = Array(repeating: [], count: Catalog.clients.count)
     }
 
@@ -102,9 +127,11 @@ public struct WorkloadGenerator {
         return out
     }
 
+    /// Events are as gateways send them, so a few carry a raw JWT in `token` (or `parent`): code
+    /// that stores them without the NDJSON decoder must apply `TokenFingerprint.normalize` itself.
     /// - Returns: the next event, or nil once `configuration.events` events have been returned.
     public mutating func next() -> Event? {
-        nextDraft()?.materialize(subjects: subjects)
+        nextDraft()?.materialize(subjects: &subjects)
     }
 
     mutating func nextDraft() -> EventDraft? {
@@ -144,6 +171,10 @@ private struct Session {
     var refreshSerial: Int32 = 0
     var refreshExp: Int64 = 0
     var usesLeft: Int32 = 0
+    /// One of `Catalog.daemons`: outside the ring, restarted when it ends.
+    var daemon = false
+    /// Renews only after being refused with `expired`, not ahead of `exp`.
+    var lazyRenewal = false
 }
 
 private struct PooledKey {
@@ -185,13 +216,14 @@ extension WorkloadGenerator {
             && rng.chance(perMillion: Catalog.allClients[Int(sessions[burstSlot].client)].burstContinuePerMillion) {
             return use(burstSlot)
         }
+        if rng.chance(perMillion: Catalog.daemonPerMillion) { return daemonRequest() }
         if rng.chance(perMillion: WorkloadGenerator.newSessionPerMillion) { return startSession() }
         // Finished sessions stay in their slots; look again a few times before concluding that
         // nobody recent is active and a new client must be turning up.
         for _ in 0..<WorkloadGenerator.drawAttempts {
             let rank = drawRank()
             guard rank < filled else { break }
-            let slot = (head - 1 - rank + 2 * sessions.count) % sessions.count
+            let slot = (head - 1 - rank + 2 * ringSize) % ringSize
             if sessions[slot].live {
                 burstSlot = slot
                 return use(slot)
@@ -254,12 +286,26 @@ extension WorkloadGenerator {
         rng.chance(perMillion: WorkloadGenerator.requestIDPerMillion) ? TokenText.requestID(&rng) : nil
     }
 
-    /// Puts a session into the oldest slot; whatever it held simply stops being used.
+    /// Puts a session into the oldest slot; whatever it held stops being used, and is archived
+    /// if its user could come back to it.
     private mutating func place(_ session: Session) -> Int {
         let slot = head
+        if sessions[slot].refreshToken != nil && tokenStates[Int(sessions[slot].tokenSerial)] != .revoked {
+            let capacity = WorkloadGenerator.archiveCapacity
+            if archive.count < capacity {
+                archive.append(sessions[slot])
+                archiveCount += 1
+            } else if archiveCount < capacity {
+                archive[(archiveStart + archiveCount) % capacity] = sessions[slot]
+                archiveCount += 1
+            } else {
+                archive[archiveStart] = sessions[slot]
+                archiveStart = (archiveStart + 1) % capacity
+            }
+        }
         sessions[slot] = session
-        head = (head + 1) % sessions.count
-        filled = min(filled + 1, sessions.count)
+        head = (head + 1) % ringSize
+        filled = min(filled + 1, ringSize)
         burstSlot = slot
         return slot
     }
@@ -278,13 +324,56 @@ extension WorkloadGenerator {
                                      tokenSerial: key.serial, exp: key.exp, usesLeft: usesBudget(client)))
             return use(slot)
         }
-        let subject = pickSubject(client)
+        if client.refreshLifetimeMs != nil && archiveCount > 0
+            && archive[archiveStart].exp - Catalog.clients[Int(archive[archiveStart].client)].lifetimeMs
+                <= now - WorkloadGenerator.returnAfterMs
+            && rng.chance(perMillion: WorkloadGenerator.returnPerMillion) {
+            // The user who left longest ago comes back; the app presents its stored access token
+            // (often expired by now) and refreshes it, ahead of or after a 401.
+            var session = archive[archiveStart]
+            archive[archiveStart] = Session()
+            archiveStart = (archiveStart + 1) % WorkloadGenerator.archiveCapacity
+            archiveCount -= 1
+            if tokenStates[Int(session.tokenSerial)] != .revoked && tokenStates[Int(session.refreshSerial)] == .active
+                && now + 60_000 < session.refreshExp {
+                session.live = true
+                session.usesLeft = usesBudget(Catalog.clients[Int(session.client)])
+                return use(place(session))
+            }
+        }
+        let (session, draft) = login(c, subject: pickSubject(client))
+        if client.apiKeyPool > 0 {
+            let key = PooledKey(token: session.token, serial: session.tokenSerial, subject: session.subject, exp: session.exp)
+            if apiKeys[c].count >= client.apiKeyPool { apiKeys[c][rng.below(apiKeys[c].count)] = key } else { apiKeys[c].append(key) }
+        }
+        _ = place(session)
+        return draft
+    }
+
+    private mutating func daemonRequest() -> EventDraft {
+        let d = Catalog.daemonTable.pick(&rng)
+        let slot = ringSize + d
+        burstSlot = slot
+        if sessions[slot].live { return use(slot) }
+        let spec = Catalog.daemons[d]
+        let subject = spec.subject.map(Int32.init) ?? pickSubject(Catalog.clients[spec.client])
+        var (session, draft) = login(spec.client, subject: subject)
+        session.daemon = true
+        session.usesLeft = Int32(1 + rng.geometric(continuePerMillion: WorkloadGenerator.daemonUsesContinuePerMillion, cap: 100_000))
+        sessions[slot] = session
+        return draft
+    }
+
+    /// A new session of client `c`: its access token, and its refresh token (whose `issued`
+    /// event follows as a pending event).
+    private mutating func login(_ c: Int, subject: Int32) -> (Session, EventDraft) {
+        let client = Catalog.clients[c]
         let served = serve()
         let ts = timestamp(served)
         let jti = TokenText.tokenID(&rng)
         var token = jti
         if client.rawJWTOneIn > 0 && rng.below(client.rawJWTOneIn) == 0 {
-            token = TokenText.rawJWT(jti: jti, iss: client.iss, sub: subjects.names[Int(subject)], aud: client.aud,
+            token = TokenText.rawJWT(jti: jti, iss: client.iss, sub: subjects.name(Int(subject)), aud: client.aud,
                                      clientID: client.id, scope: client.scope, issuedAtMs: ts, lifetimeMs: client.lifetimeMs, rng: &rng)
         }
         let serial = newSerial()
@@ -293,10 +382,7 @@ extension WorkloadGenerator {
                        lifetimeMs: client.lifetimeMs)
         var session = Session(live: true, client: Int8(c), subject: subject, token: token, tokenSerial: serial, exp: exp,
                               usesLeft: usesBudget(client))
-        if client.apiKeyPool > 0 {
-            let key = PooledKey(token: token, serial: serial, subject: subject, exp: exp)
-            if apiKeys[c].count >= client.apiKeyPool { apiKeys[c][rng.below(apiKeys[c].count)] = key } else { apiKeys[c].append(key) }
-        }
+        session.lazyRenewal = rng.chance(perMillion: WorkloadGenerator.lazyRenewalPerMillion)
         if let refreshLifetimeMs = client.refreshLifetimeMs {
             let refresh = TokenText.tokenID(&rng)
             let refreshSerial = newSerial()
@@ -309,10 +395,9 @@ extension WorkloadGenerator {
             pending.append(issuedDraft(served: served, token: refresh, tokenType: .refresh, client: Int8(c), subject: subject,
                                        exp: refreshExp))
         }
-        _ = place(session)
         var draft = issuedDraft(served: served, token: token, tokenType: client.tokenType, client: Int8(c), subject: subject, exp: exp)
         draft.ts = ts
-        return draft
+        return (session, draft)
     }
 
     /// One request of the session in `slot`.
@@ -330,18 +415,14 @@ extension WorkloadGenerator {
             }
             return requestDraft(.rejected, served: served, slot: slot, route: pickRoute(client), status: 401, reason: .revoked)
         }
-        if now >= sessions[slot].exp {
+        let ts = timestamp(served)
+        if ts >= sessions[slot].exp {
             consumeUse(slot)
             let rejected = requestDraft(.rejected, served: served, slot: slot, route: pickRoute(client), status: 401, reason: .expired)
-            // The client's retry after the 401: refresh if it can, else authenticate again.
+            // The client's retry after the 401.
             if sessions[slot].live {
                 let retry = serve()
-                if sessions[slot].refreshToken != nil && now < sessions[slot].refreshExp
-                    && tokenStates[Int(sessions[slot].refreshSerial)] == .active {
-                    pending.append(refresh(slot, served: retry, ts: timestamp(retry)))
-                } else {
-                    pending.append(reissue(slot, served: retry, ts: timestamp(retry)))
-                }
+                pending.append(renew(slot, served: retry, ts: timestamp(retry)))
             }
             return rejected
         }
@@ -350,20 +431,27 @@ extension WorkloadGenerator {
             consumeUse(slot)
             return requestDraft(.rejected, served: served, slot: slot, route: pickRoute(client), status: 401, reason: .invalidSignature)
         }
-        if sessions[slot].refreshToken != nil
-            && (now >= sessions[slot].exp - WorkloadGenerator.proactiveRefreshMs || rng.chance(perMillion: client.refreshPerMillion)) {
-            var draft = refresh(slot, served: served, ts: timestamp(served))
-            draft.ts = timestamp(served)
+        if !sessions[slot].lazyRenewal && ts >= sessions[slot].exp - WorkloadGenerator.renewAheadMs {
+            var draft = renew(slot, served: served, ts: ts)
+            draft.ts = ts
             return draft
         }
-        if client.logoutPerMillion > 0 && rng.chance(perMillion: client.logoutPerMillion) {
-            return revoke(slot, served: served, reason: userRevocationReason())
-        }
-        if client.apiKeyPool > 0 && rng.chance(perMillion: WorkloadGenerator.adminRevokeKeyPerMillion) {
-            let c = Int(sessions[slot].client)
-            let serial = sessions[slot].tokenSerial
-            if let i = apiKeys[c].firstIndex(where: { $0.serial == serial }) { apiKeys[c].remove(at: i) }
-            return revoke(slot, served: served, reason: .admin)
+        if !sessions[slot].daemon {
+            if sessions[slot].refreshToken != nil && rng.chance(perMillion: client.refreshPerMillion) {
+                // The app refreshes on resume or on its own schedule, long before expiry.
+                var draft = refresh(slot, served: served, ts: ts)
+                draft.ts = ts
+                return draft
+            }
+            if client.logoutPerMillion > 0 && rng.chance(perMillion: client.logoutPerMillion) {
+                return revoke(slot, served: served, reason: userRevocationReason())
+            }
+            if client.apiKeyPool > 0 && rng.chance(perMillion: WorkloadGenerator.adminRevokeKeyPerMillion) {
+                let c = Int(sessions[slot].client)
+                let serial = sessions[slot].tokenSerial
+                if let i = apiKeys[c].firstIndex(where: { $0.serial == serial }) { apiKeys[c].remove(at: i) }
+                return revoke(slot, served: served, reason: .admin)
+            }
         }
         consumeUse(slot)
         if rng.chance(perMillion: WorkloadGenerator.rejectPerMillion) {
@@ -421,6 +509,16 @@ extension WorkloadGenerator {
         draft.type = .refreshed
         draft.parent = parent
         return draft
+    }
+
+    /// A new access token for the session: by refresh when it holds a usable refresh token,
+    /// else by authenticating again. `ts` is left for the caller.
+    private mutating func renew(_ slot: Int, served: Served, ts: Int64) -> EventDraft {
+        if sessions[slot].refreshToken != nil && ts < sessions[slot].refreshExp
+            && tokenStates[Int(sessions[slot].refreshSerial)] == .active {
+            return refresh(slot, served: served, ts: ts)
+        }
+        return reissue(slot, served: served, ts: ts)
     }
 
     /// A client without a refresh token authenticates again; its old token just lapses.
@@ -580,9 +678,9 @@ extension WorkloadGenerator {
             let subject = Int32(subjects.userBase + scenario.rawJWTUser)
             let served = serveStable()
             if action == .rawJWTIssued {
-                rawJWTSerial = newSerial()
+                let serial = newSerial()
                 let exp = timestamp(served) + client.lifetimeMs
-                scheduleExpiry(ExpiryEntry(expMs: exp, serial: rawJWTSerial, client: c, subject: subject, tokenType: client.tokenType,
+                scheduleExpiry(ExpiryEntry(expMs: exp, serial: serial, client: c, subject: subject, tokenType: client.tokenType,
                                            token: story.token), lifetimeMs: client.lifetimeMs)
                 var draft = issuedDraft(served: served, token: story.token, tokenType: client.tokenType, client: c, subject: subject, exp: exp)
                 draft.ts = timestamp(served)

@@ -78,7 +78,9 @@ public struct WorkloadScenario: Sendable, Equatable {
     /// The scripted events in index order, consumed by the generator.
     var script: [ScriptItem]
 
+    /// - Parameter configuration: used as `configuration.effective`.
     public init(_ configuration: WorkloadConfiguration) {
+        let configuration = configuration.effective
         events = configuration.events
         rawJWTUser = 0
         gateways = Catalog.gateways
@@ -90,7 +92,7 @@ public struct WorkloadScenario: Sendable, Equatable {
         var mixer = SplitMix64(seed: configuration.seed ^ 0x5CE7_A210_0000_0001)
         var rng = Xoshiro256StarStar(seed: mixer.next())
         let markerPlan = WorkloadScenario.markerPlan
-        let placed = WorkloadScenario.place(WorkloadScenario.plan(markerCount: markerPlan.count), events: configuration.events)
+        let placed = WorkloadScenario.place(WorkloadScenario.plan(), events: configuration.events)
         script = placed
 
         markers = placed.compactMap { item in
@@ -162,7 +164,7 @@ public struct WorkloadScenario: Sendable, Equatable {
 
     typealias PlanItem = (basisPoints: Int, offset: Int, action: ScriptAction)
 
-    private static func plan(markerCount: Int) -> [PlanItem] {
+    private static func plan() -> [PlanItem] {
         var items: [PlanItem] = markerPlan.enumerated().map { ($0.element.basisPoints, 0, .marker($0.offset)) }
         // The JWT's uses follow its issue by a fixed number of events, not a fraction: in a huge
         // workload a fraction would land after its 15-minute expiry.

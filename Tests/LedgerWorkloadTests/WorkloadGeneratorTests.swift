@@ -26,8 +26,8 @@ final class WorkloadGeneratorTests: XCTestCase {
         let bytes = encoded(events)
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325 // FNV-1a
         for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
-        XCTAssertEqual(bytes.count, 582_478, "seed 7: NDJSON size changed")
-        XCTAssertEqual(hash, 0, "seed 7: NDJSON content changed")
+        XCTAssertEqual(bytes.count, 650_392, "seed 7: NDJSON size changed")
+        XCTAssertEqual(hash, 4_514_568_335_794_368_728, "seed 7: NDJSON content changed")
     }
 
     func testEventCountIsExact() {
@@ -54,15 +54,36 @@ final class WorkloadGeneratorTests: XCTestCase {
             XCTAssert((0.01...0.10).contains(share(.rejected)), "seed \(seed): rejected \(share(.rejected))")
             XCTAssert((0.005...0.06).contains(share(.refreshed)), "seed \(seed): refreshed \(share(.refreshed))")
             XCTAssert((0.002...0.03).contains(share(.revoked)), "seed \(seed): revoked \(share(.revoked))")
-            XCTAssertGreaterThan(counts[.expired] ?? 0, 0, "seed \(seed): no expired events")
             let tokenTypes = Set(events.compactMap(\.tokenType))
             XCTAssertEqual(tokenTypes, ["access", "refresh", "api_key"], "seed \(seed)")
             let reasons = Set(events.filter { $0.type == .rejected }.compactMap(\.reason))
-            XCTAssertEqual(reasons, ["expired", "revoked", "invalid_signature", "malformed", "missing", "insufficient_scope"],
-                           "seed \(seed)")
+            XCTAssert(reasons.isSuperset(of: ["revoked", "invalid_signature", "malformed", "missing", "insufficient_scope"]),
+                      "seed \(seed): \(reasons)")
             let revocationReasons = Set(events.filter { $0.type == .revoked }.compactMap(\.reason))
             XCTAssert(revocationReasons.isSuperset(of: ["logout", "admin", "compromised"]), "seed \(seed): \(revocationReasons)")
         }
+    }
+
+    func testExpiryShowsOnceTokensLiveLongEnough() {
+        // Every token is fresh at the start; after the 5-minute mobile lifetime (~100k events)
+        // returning users and long-running clients present expired tokens and renew them.
+        let seed: UInt64 = 13
+        let events = generate(WorkloadConfiguration(seed: seed, events: 400_000))
+        let tail = events[200_000...]
+        let share = { (type: EventType) in fraction(tail.filter { $0.type == type }.count, of: tail.count) }
+        XCTAssert((0.005...0.08).contains(share(.expired)), "seed \(seed): expired \(share(.expired))")
+        let rejectedExpired = fraction(tail.filter { $0.type == .rejected && $0.reason == "expired" }.count, of: tail.count)
+        XCTAssert((0.001...0.03).contains(rejectedExpired), "seed \(seed): rejected as expired \(rejectedExpired)")
+        XCTAssert((0.70...0.90).contains(share(.validated)), "seed \(seed): validated \(share(.validated))")
+        // A refusal as expired is followed, soon, by the same client's renewal.
+        var renewedAfter401 = 0
+        for (i, event) in events.enumerated() where event.type == .rejected && event.reason == "expired" && i + 3 < events.count {
+            let window = events[(i + 1)...(i + 3)]
+            if window.contains(where: { ($0.type == .refreshed && $0.parent == event.token) || ($0.type == .issued && $0.sub == event.sub) }) {
+                renewedAfter401 += 1
+            }
+        }
+        XCTAssertGreaterThan(renewedAfter401, 100, "seed \(seed)")
     }
 
     func testEveryTokenEventHasTokenReleaseAndConsistentFields() {
@@ -139,7 +160,7 @@ final class WorkloadGeneratorTests: XCTestCase {
                     superseded.insert(parent)
                     created.insert(event.token!)
                 case .validated:
-                    // Only the bad canary accepts a token that was refreshed away or revoked.
+                    // Clients switch to the new token at once.
                     if superseded.contains(event.token!) { XCTFail("\(at): superseded token validated") }
                 default:
                     break
@@ -154,7 +175,7 @@ final class WorkloadGeneratorTests: XCTestCase {
         var expiry = [String: Int64]()
         var ended = Set<String>()
         var expiredCount = 0
-        for (i, event) in generate(WorkloadConfiguration(seed: seed, events: 150_000)).enumerated() {
+        for (i, event) in generate(WorkloadConfiguration(seed: seed, events: 250_000)).enumerated() {
             let at = "seed \(seed) event \(i) \(NDJSONEncoder.line(event))"
             switch event.type {
             case .issued, .refreshed:
@@ -180,7 +201,7 @@ final class WorkloadGeneratorTests: XCTestCase {
         let config = WorkloadConfiguration(seed: seed, events: 50_000, startMs: 1_000_000)
         let events = generate(config)
         XCTAssertEqual(events.first?.ts, 1_000_000, "seed \(seed): first event (a marker) is at the start time")
-        var latest = Int64.min
+        var latest = config.startMs
         var backwards = 0
         for (i, event) in events.enumerated() {
             XCTAssertGreaterThanOrEqual(event.ts, latest - 10, "seed \(seed) event \(i): clock went back more than skew")
@@ -207,6 +228,16 @@ final class WorkloadGeneratorTests: XCTestCase {
         XCTAssertLessThan(p90, 4_096, "seed \(seed): 90th percentile reuse distance \(p90) events")
         let meanUses = Double(gaps.count + lastSeen.count) / Double(lastSeen.count)
         XCTAssert((4...20).contains(meanUses), "seed \(seed): \(meanUses) events per token")
+    }
+
+    func testOutOfRangeConfigurationIsClampedNotTrapped() {
+        let config = WorkloadConfiguration(seed: 1, events: -5, tokens: 0, startMs: -1, subjects: -3)
+        XCTAssertEqual(config.effective, WorkloadConfiguration(seed: 1, events: 0, tokens: 1, startMs: 0, subjects: 1))
+        var generator = WorkloadGenerator(config)
+        XCTAssertNil(generator.next())
+        let one = generate(WorkloadConfiguration(seed: 1, events: 3_000, tokens: 0, subjects: 0))
+        XCTAssertEqual(one.count, 3_000)
+        XCTAssertEqual(Set(one.compactMap(\.sub).filter { $0.hasPrefix("user-") }), ["user-00000"])
     }
 
     func testClientAddressIsStablePerSubject() {

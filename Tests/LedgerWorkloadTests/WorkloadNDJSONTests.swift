@@ -6,8 +6,17 @@ import XCTest
 
 final class WorkloadNDJSONTests: XCTestCase {
     func testWriteNDJSONIsByteIdenticalToTheModelEncoder() throws {
-        for (seed, count) in [(UInt64(1), 60_000), (2, 1_000), (3, 0), (4, 1)] {
-            let config = WorkloadConfiguration(seed: seed, events: count)
+        let configs = [
+            WorkloadConfiguration(seed: 1, events: 60_000),
+            WorkloadConfiguration(seed: 2, events: 1_000),
+            WorkloadConfiguration(seed: 3, events: 0),
+            WorkloadConfiguration(seed: 4, events: 1),
+            // Extremes: one session slot and one user; a billion users (ten-digit names).
+            WorkloadConfiguration(seed: 5, events: 5_000, tokens: 1, subjects: 1),
+            WorkloadConfiguration(seed: 6, events: 5_000, tokens: 100_000, subjects: 1_000_000_000),
+        ]
+        for config in configs {
+            let (seed, count) = (config.seed, config.events)
             let (bytes, summary) = try writtenNDJSON(config)
             let reference = encoded(generate(config))
             XCTAssertEqual(bytes.count, reference.count, "seed \(seed) events \(count)")
