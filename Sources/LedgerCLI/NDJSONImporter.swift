@@ -21,6 +21,8 @@ struct ImportedChunk {
     var events = 0
     var errors: [EventDecodeError] = []
     var linesConsumed = 0
+    /// A block that could not be encoded: the import must stop, never drop it.
+    var failure: String?
 }
 
 final class NDJSONImporter {
@@ -175,6 +177,10 @@ final class NDJSONImporter {
         var blocks = [EncodedBlock]()
         var stopError: EventDecodeError?
         for r in results {
+            if let failure = r.failure {
+                if !blocks.isEmpty, let result = try? log.append(encoded: blocks) { outcome.lastSeq = result.lastSeq; onCommit?(result.lastSeq) }
+                throw .failure("append", "\(failure)\nkept every event before that chunk (through seq \(outcome.lastSeq))")
+            }
             blocks += r.blocks
             outcome.events += UInt64(r.events)
             for e in r.errors {
@@ -211,9 +217,9 @@ final class NDJSONImporter {
         var encoder = BlockPayloadEncoder(expectedEvents: min(chunk.lines.count, blockEventsMax))
         func sealBlock() {
             guard encoder.count > 0 else { return }
-            // Encoding only fails on a payload over the format's size limit, which a
-            // chunk of lines bounded by lineBytesMax cannot reach at these block sizes.
-            if let block = try? EncodedBlock(encoder: encoder) { result.blocks.append(block) }
+            do { result.blocks.append(try EncodedBlock(encoder: encoder)) } catch {
+                if result.failure == nil { result.failure = "lines \(chunk.firstLine)-\(chunk.firstLine + chunk.lines.count - 1): \(error)" }
+            }
             encoder = BlockPayloadEncoder(expectedEvents: blockEventsMax)
         }
         chunk.bytes.withUnsafeBytes { raw in
