@@ -98,7 +98,6 @@ enum FuzzNDJSON {
             return
         }
         checkInvariants(event)
-        if event.attrs.count == 5 { fatalError("planted bug") }
         let reencoded = NDJSONEncoder.line(event)
         do {
             let again = try relaxedDecoder.decode(line: reencoded, lineNumber: lineNumber)

@@ -4,18 +4,6 @@
 
 import Glibc
 
-extension Event {
-    /// The decoder's starting point. Assigning the stored properties directly avoids the copies
-    /// the 23-parameter memberwise-style init costs on the hot path.
-    @inline(__always)
-    init(decodingType type: EventType, ts: Int64) {
-        self.type = type; self.ts = ts; token = nil; tokenType = nil; sub = nil; clientID = nil; iss = nil
-        aud = nil; scope = nil; exp = nil; parent = nil; gateway = nil; release = nil; track = nil; route = nil
-        method = nil; status = nil; clientIP = nil; requestID = nil; reason = nil; marker = nil; weight = nil
-        attrs = Dictionary()
-    }
-}
-
 /// Top-level fields of the v1 schema; the raw value is the bit in the seen-fields mask.
 enum NDJSONField: UInt8, CaseIterable {
     case type, ts, token, tokenType, sub, clientID, iss, aud, scope, exp, parent, gateway, release,
@@ -50,6 +38,12 @@ enum NDJSONField: UInt8, CaseIterable {
     }
 
     @inline(__always) var bit: UInt32 { 1 &<< UInt32(rawValue) }
+
+    /// String fields with no rule beyond the length limit.
+    @inline(__always) static var plainStringBits: UInt32 {
+        tokenType.bit | sub.bit | clientID.bit | iss.bit | aud.bit | scope.bit | gateway.bit | release.bit
+            | track.bit | route.bit | method.bit | clientIP.bit | requestID.bit | reason.bit
+    }
 
     /// Matches a key by length, then by its bytes packed little-endian into one or two words
     /// compared against constants (checked against `name` by a unit test), so no String is built.
@@ -139,12 +133,25 @@ extension NDJSONParser {
                 let keyOffset = i
                 let key = try scanString()
                 try expectColon()
-                if let field = try knownField(key) {
+                var code = knownFieldCode(key)
+                if code == Self.needsSlowMatch { code = try knownFieldSlowly(key)?.rawValue ?? 0xFE }
+                if let field = NDJSONField(rawValue: code) {
                     guard seen & field.bit == 0 else {
                         throw fieldError(field.name, "duplicate field", at: keyOffset)
                     }
                     seen |= field.bit
-                    try parseValue(of: field, into: &event)
+                    if field.bit & NDJSONField.plainStringBits != 0 && i < end && p[i] == UInt8(ascii: "\"") {
+                        // Most fields are plain strings: handled here without a call per field.
+                        let valueOffset = i
+                        let raw = try scanString()
+                        let count = try byteCount(raw)
+                        guard count <= limits.fieldBytesMax else {
+                            throw fieldError(field.name, "value is \(count) bytes, over the limit of \(limits.fieldBytesMax)", at: valueOffset)
+                        }
+                        Self.store(string(raw, count: count), field, in: &event)
+                    } else {
+                        try parseValue(of: field, into: &event)
+                    }
                 } else {
                     try parseUnknownField(key, keyOffset: keyOffset, into: &event)
                 }
@@ -172,17 +179,27 @@ extension NDJSONParser {
         }
     }
 
-    /// - Returns: nil for a name outside the schema.
+    @inline(__always) static var needsSlowMatch: UInt8 { 0xFF }
+
+    /// The field's raw value, `needsSlowMatch` for a key this cannot judge (escapes, or too near
+    /// the end of the line for one load), or any other value for an unknown name. It neither
+    /// throws nor unescapes, which keeps the per-key cost to a load, a mask and a switch.
     @inline(__always)
-    func knownField(_ key: RawJSONString) throws(EventDecodeError) -> NDJSONField? {
+    func knownFieldCode(_ key: RawJSONString) -> UInt8 {
         let n = key.rawCount
+        guard n >= 2 && n <= 10 else { return key.hasEscapes ? Self.needsSlowMatch : 0xFE }
         // One unaligned load covers the key (the line goes on past it at least until the closing
         // brace); bytes past the key are masked off.
-        guard !key.hasEscapes && n >= 2 && n <= 10 && key.start &+ 8 <= end else { return try knownFieldSlowly(key) }
+        guard !key.hasEscapes && key.start &+ 8 <= end else { return Self.needsSlowMatch }
         let word = UnsafeRawPointer(p + key.start).loadUnaligned(as: UInt64.self)
-        if n < 8 { return NDJSONField.match(lo: word & (1 &<< UInt64(n &* 8) &- 1), hi: 0, n) }
-        let hi: UInt64 = n == 8 ? 0 : n == 9 ? UInt64(p[key.start &+ 8]) : UInt64(p[key.start &+ 8]) | UInt64(p[key.start &+ 9]) &<< 8
-        return NDJSONField.match(lo: word, hi: hi, n)
+        let field: NDJSONField?
+        if n < 8 {
+            field = NDJSONField.match(lo: word & (1 &<< UInt64(n &* 8) &- 1), hi: 0, n)
+        } else {
+            let hi: UInt64 = n == 8 ? 0 : n == 9 ? UInt64(p[key.start &+ 8]) : UInt64(p[key.start &+ 8]) | UInt64(p[key.start &+ 9]) &<< 8
+            field = NDJSONField.match(lo: word, hi: hi, n)
+        }
+        return field?.rawValue ?? 0xFE
     }
 
     @inline(never)
@@ -222,6 +239,28 @@ extension NDJSONParser {
         case .status: event.status = try integer(.status, in: 100...599).map { Int($0) }
         case .weight: event.weight = try integer(.weight, in: 0...100).map { Int($0) }
         case .attrs: try attrsObject(into: &event)
+        }
+    }
+
+    /// Stores the value of one of `plainStringBits`.
+    @inline(__always)
+    static func store(_ value: String, _ field: NDJSONField, in event: inout Event) {
+        switch field {
+        case .tokenType: event.tokenType = value
+        case .sub: event.sub = value
+        case .clientID: event.clientID = value
+        case .iss: event.iss = value
+        case .aud: event.aud = value
+        case .scope: event.scope = value
+        case .gateway: event.gateway = value
+        case .release: event.release = value
+        case .track: event.track = value
+        case .route: event.route = value
+        case .method: event.method = value
+        case .clientIP: event.clientIP = value
+        case .requestID: event.requestID = value
+        case .reason: event.reason = value
+        default: preconditionFailure("\(field.name) is not a plain string field")
         }
     }
 

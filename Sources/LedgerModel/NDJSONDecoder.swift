@@ -55,9 +55,6 @@ public struct NDJSONDecoder: Sendable {
         guard count <= limits.lineBytesMax else {
             throw EventDecodeError(line: lineNumber, reason: "line is \(count) bytes, over the limit of \(limits.lineBytesMax)")
         }
-        if let problem = EventUTF8Validation.firstProblem(bytes, count) {
-            throw EventDecodeError(line: lineNumber, byteOffset: problem.offset, reason: "invalid UTF-8 (\(problem.reason))")
-        }
         var parser = NDJSONParser(bytes: bytes, count: count, lineNumber: lineNumber, limits: limits)
         // Built in place in a stack slot that starts as a byte copy of a blank event. The
         // optimiser turns `var event = Event(...)` into a temporary plus a field-by-field copy and
@@ -73,6 +70,12 @@ public struct NDJSONDecoder: Sendable {
                 try parser.parseEvent(into: &event.pointee)
             } catch {
                 event.deinitialize(count: 1)
+                // UTF-8 is checked as the parse goes (see scanString), so a line that parsed is
+                // valid; a line that did not is reported for its first invalid UTF-8, if any,
+                // wherever that lies, before any other problem.
+                if let problem = EventUTF8Validation.firstProblem(bytes, count) {
+                    throw EventDecodeError(line: lineNumber, byteOffset: problem.offset, reason: "invalid UTF-8 (\(problem.reason))")
+                }
                 throw error
             }
             return event.move()
@@ -106,9 +109,10 @@ public struct NDJSONDecoder: Sendable {
 
 // MARK: - UTF-8 validation
 
-/// Well-formedness per Unicode Table 3-7. The whole line is checked before parsing so string
-/// values can be turned into Strings without a second, per-value check, and so a bad byte outside
-/// a string is reported as bad UTF-8 rather than as a puzzling syntax error.
+/// Well-formedness per Unicode Table 3-7. On the hot path each string's non-ASCII sequences are
+/// checked as the string is scanned; the whole-line check runs only for a line that failed, so
+/// that a bad byte anywhere, even outside a string, is reported as bad UTF-8 rather than as a
+/// puzzling syntax error.
 enum EventUTF8Validation {
     struct Problem: Equatable {
         var offset: Int
@@ -202,7 +206,9 @@ struct RawJSONString {
 }
 
 struct NDJSONParser {
-    static let blankEvent = Event(decodingType: .issued, ts: 0)
+    /// The starting point of every decoded event; see `decode(line:lineNumber:)` for why it must
+    /// hold no references (a unit test checks).
+    static let blankEvent = Event(type: .issued, ts: 0)
 
     let p: UnsafePointer<UInt8>
     let end: Int
@@ -258,11 +264,6 @@ struct NDJSONParser {
         }
     }
 
-    @inline(__always)
-    func byte(at offset: Int) -> UInt8? {
-        offset < end ? p[offset] : nil
-    }
-
     /// Consumes `:` between a key and its value, with the whitespace around it.
     @inline(__always)
     mutating func expectColon() throws(EventDecodeError) {
@@ -310,7 +311,7 @@ struct NDJSONParser {
             while i &+ 8 <= end {
                 let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
                 let special = Self.zeroBytes(w ^ 0x2222_2222_2222_2222) | Self.zeroBytes(w ^ 0x5C5C_5C5C_5C5C_5C5C)
-                    | ((w &- 0x2020_2020_2020_2020) & ~w & 0x8080_8080_8080_8080)
+                    | ((w &- 0x2020_2020_2020_2020) & ~w & 0x8080_8080_8080_8080) | (w & 0x8080_8080_8080_8080)
                 if special != 0 {
                     i &+= special.trailingZeroBitCount >> 3
                     break
@@ -324,9 +325,22 @@ struct NDJSONParser {
                 return RawJSONString(start: start, end: i &- 1, hasEscapes: escapes)
             }
             if c == 0x5C {
-                // The escaped byte can never close the string; validation happens when unescaping.
+                // The escaped byte can never close the string; the escape is checked when
+                // unescaping. A non-ASCII byte there is never a valid escape, and stopping here
+                // keeps its continuation bytes from being read as a sequence of their own.
+                if i &+ 1 < end && p[i &+ 1] >= 0x80 { throw syntaxError("invalid escape: a backslash before a non-ASCII character", at: i) }
                 escapes = true
                 i &+= 2
+                continue
+            }
+            if c >= 0x80 {
+                // Strings are the only place a line may hold non-ASCII bytes, so UTF-8 is checked
+                // here; the structural parser rejects any other non-ASCII byte.
+                let length = EventUTF8Validation.sequenceLength(p, end, i)
+                guard length > 0 else {
+                    throw syntaxError("invalid UTF-8 (\(EventUTF8Validation.reason(-length, lead: p[i])))", at: i)
+                }
+                i &+= length
                 continue
             }
             if c < 0x20 {

@@ -76,3 +76,22 @@ final class NDJSONRoundTripTests: XCTestCase {
         XCTAssertEqual(try NDJSONDecoder().decode(line: NDJSONEncoder.line(event)), event)
     }
 }
+
+extension NDJSONRoundTripTests {
+    /// The decoder starts each event as a byte copy of `blankEvent`, which is only a valid copy if
+    /// nothing in it needs retaining. A field added to Event with a reference-holding default would
+    /// break that; this names it.
+    func testBlankEventHoldsNoReferences() {
+        for child in Mirror(reflecting: NDJSONParser.blankEvent).children {
+            let label = child.label ?? "?"
+            switch child.value {
+            case is EventType, is Int64: continue
+            case let attrs as [String: String]: XCTAssertTrue(attrs.isEmpty, label)
+            default:
+                let optional = Mirror(reflecting: child.value)
+                XCTAssertEqual(optional.displayStyle, .optional, "\(label) is neither nil nor a plain value")
+                XCTAssertEqual(optional.children.count, 0, "\(label) must be nil in the blank event")
+            }
+        }
+    }
+}

@@ -96,3 +96,34 @@ final class UTF8ValidationTests: XCTestCase {
         }
     }
 }
+
+extension UTF8ValidationTests {
+    /// UTF-8 is checked as strings are scanned, with a whole-line check only when a line fails; so
+    /// for random corruptions of valid lines: a line decodes only if it is valid UTF-8, and an
+    /// invalid line always reports its first bad sequence, wherever that lies.
+    func testCorruptedLinesReportTheirFirstInvalidSequence() {
+        let seed = testSeed(0x0718_0002)
+        var rng = SeededGenerator(seed: seed)
+        let decoder = NDJSONDecoder()
+        for iteration in 0..<5000 {
+            var bytes = Array(NDJSONEncoder.line(RandomEvent.make(&rng)).utf8)
+            for _ in 0..<Int.random(in: 1...3, using: &rng) {
+                let position = Int.random(in: 0..<bytes.count, using: &rng)
+                bytes[position] = [0x80, 0xBF, 0xC0, 0xC3, 0xE2, 0xED, 0xF0, 0xF4, 0xFF, 0x5C, 0x22].randomElement(using: &rng)!
+            }
+            let firstProblem = bytes.withUnsafeBufferPointer { EventUTF8Validation.firstProblem($0.baseAddress!, $0.count) }
+            XCTAssertEqual(firstProblem == nil, String(validating: bytes, as: UTF8.self) != nil)
+            do {
+                _ = try decoder.decode(line: bytes, lineNumber: 1)
+                XCTAssertNil(firstProblem, "seed \(seed), iteration \(iteration): an invalid line decoded")
+            } catch {
+                if let firstProblem {
+                    XCTAssertEqual(error.byteOffset, firstProblem.offset, "seed \(seed), iteration \(iteration): \(error)")
+                    XCTAssertTrue(error.reason.hasPrefix("invalid UTF-8"), "seed \(seed), iteration \(iteration): \(error)")
+                } else {
+                    XCTAssertFalse(error.reason.hasPrefix("invalid UTF-8"), "seed \(seed), iteration \(iteration): \(error)")
+                }
+            }
+        }
+    }
+}
