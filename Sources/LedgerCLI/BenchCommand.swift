@@ -94,10 +94,7 @@ enum BenchCommand {
             var offset = 0
             while offset < ndjson.count {
                 let end = min(ndjson.count, offset + chunk)
-                let fed = ndjson.withUnsafeBytes { raw in
-                    Result { () throws(CLIError) in try importer.feed(UnsafeRawBufferPointer(rebasing: raw[offset..<end])) }
-                }
-                try fed.get()
+                ndjson.withUnsafeBytes { raw in importer.feed(UnsafeRawBufferPointer(rebasing: raw[offset..<end])) }
                 offset = end
             }
             let outcome = try importer.finish()

@@ -1,14 +1,21 @@
-// Offline NDJSON import: split input into chunks of whole lines, parse and encode chunks on every
-// core, and commit them in input order, one group commit (one fsync) per window of chunks.
+// Offline NDJSON import as a three-stage pipeline:
 //
-// Threading: the calling thread reads, splits and commits; `DispatchQueue.concurrentPerform`
-// parses and encodes the chunks of one window in parallel. Chunks never share state.
+//   caller thread      reads input and cuts it into chunks of whole lines (one bulk copy each;
+//                      only a line split across reads is carried over)
+//   worker threads     parse and encode chunks concurrently (DispatchQueue.global)
+//   committer thread   takes finished chunks strictly in input order and commits all that are
+//                      ready as one group commit: one SegmentLog.append, one fsync
+//
+// At most `inflightChunksMax` chunks exist at once (a semaphore), so a slow disk slows the reader
+// instead of growing memory. The SegmentLog is touched only by the committer thread while the
+// pipeline runs, and only by the caller before and after.
 import Dispatch
+import Foundation
 import Glibc
 import LedgerModel
 import LedgerStorage
 
-struct ImportChunk {
+struct ImportChunk: Sendable {
     var bytes: [UInt8] = []
     /// (start, length) of each line in `bytes`; length -1 marks a line over the size limit.
     var lines: [(Int32, Int32)] = []
@@ -16,20 +23,19 @@ struct ImportChunk {
     var oversizedLengths: [Int: Int] = [:]
 }
 
-struct ImportedChunk {
+struct ImportedChunk: Sendable {
     var blocks: [EncodedBlock] = []
     var events = 0
     var errors: [EventDecodeError] = []
-    var linesConsumed = 0
     /// A block that could not be encoded: the import must stop, never drop it.
     var failure: String?
 }
 
-final class NDJSONImporter {
-    struct Options {
+final class NDJSONImporter: @unchecked Sendable {
+    struct Options: Sendable {
         var skipInvalid = false
         var chunkLines = 16384
-        var windowChunks = 8
+        var inflightChunksMax = 8
         var limits = EventLimits.default
         var showProgress = true
     }
@@ -46,83 +52,129 @@ final class NDJSONImporter {
 
     let log: SegmentLog
     let options: Options
-    private var outcome = Outcome()
-    private var pending: [ImportChunk] = []
+    /// Called on the committer thread after every commit with the last committed sequence number.
+    var onCommit: ((UInt64) -> Void)?
+
+    // Caller-thread state.
     private var current = ImportChunk()
     private var carry: [UInt8] = []
     private var carryOversized = false
     private var carryLength = 0
     private var nextLine = 1
+    private var submitted = 0
+
+    // Shared with the committer; guarded by `state`.
+    private let state = NSCondition()
+    private var results: [Int: ImportedChunk] = [:]
+    private var submittedTotal = -1
     private var stopped = false
+    private var failure: CLIError?
+    private var outcome = Outcome()
+
+    private let inflight: DispatchSemaphore
+    private let committerDone = DispatchSemaphore(value: 0)
+    private var committerStarted = false
     private let progress: Progress
-    /// Called after every durable commit with the last committed sequence number.
-    var onCommit: ((UInt64) -> Void)?
 
     init(log: SegmentLog, options: Options) {
         self.log = log
         self.options = options
+        self.inflight = DispatchSemaphore(value: options.inflightChunksMax)
         self.progress = Progress(label: "append", enabled: options.showProgress)
         outcome.firstSeq = log.lastSeq + 1
         outcome.lastSeq = log.lastSeq
-        current.firstLine = 1
+    }
+
+    private var isStopped: Bool {
+        state.lock(); defer { state.unlock() }
+        return stopped
     }
 
     /// Imports everything readable from `fd`.
     func run(fd: Int32) throws(CLIError) -> Outcome {
         let bufferSize = 8 << 20
         var buffer = [UInt8](repeating: 0, count: bufferSize)
-        while !stopped {
+        while !isStopped {
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, bufferSize) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw .failure("append", "reading input: \(String(cString: strerror(errno)))")
+                let message = String(cString: strerror(errno))
+                _ = try? finish()
+                throw .failure("append", "reading input: \(message)")
             }
             if n == 0 { break }
             // A short read means the producer is slower than us: commit what is here rather
-            // than hold data in memory waiting for a full chunk.
-            let fed = buffer.withUnsafeBytes { raw in
-                Result { () throws(CLIError) in try feed(UnsafeRawBufferPointer(rebasing: raw[0..<n]), flush: n < bufferSize) }
-            }
-            try fed.get()
+            // than hold it in memory waiting for a full chunk.
+            buffer.withUnsafeBytes { feed(UnsafeRawBufferPointer(rebasing: $0[0..<n]), flush: n < bufferSize) }
         }
         return try finish()
     }
 
-    /// Adds input bytes; with `flush`, commits the lines complete so far.
-    func feed(_ bytes: UnsafeRawBufferPointer, flush: Bool = false) throws(CLIError) {
-        guard !stopped else { return }
-        split(bytes)
-        if flush && !current.lines.isEmpty { sealChunk() }
-        if pending.count >= options.windowChunks || (flush && !pending.isEmpty) { try processWindow() }
-    }
-
-    /// Commits what is left (a last line without a newline included).
-    func finish() throws(CLIError) -> Outcome {
-        if !stopped {
-            if !carry.isEmpty || carryOversized { endLine(final: true) }
-            if !current.lines.isEmpty { sealChunk() }
-            while !pending.isEmpty && !stopped { try processWindow() }
-        }
-        outcome.lines = nextLine - 1
-        progress.update(force: true, "\(outcome.events) events committed through seq \(outcome.lastSeq) in \(String(format1: progress.elapsedSeconds)) s")
-        return outcome
-    }
-
-    private func split(_ bytes: UnsafeRawBufferPointer) {
-        var start = 0
+    /// Adds input bytes; with `flush`, also submits the lines complete so far.
+    func feed(_ bytes: UnsafeRawBufferPointer, flush: Bool = false) {
+        startCommitter()
+        guard !isStopped, let base = bytes.baseAddress else { return }
         let limit = options.limits.lineBytesMax
-        while start < bytes.count {
-            let base = bytes.baseAddress! + start
-            if let nl = memchr(base, 0x0A, bytes.count - start) {
-                let length = UnsafeRawPointer(nl) - UnsafeRawPointer(base)
-                appendToCarry(UnsafeRawBufferPointer(start: base, count: length), limit: limit)
-                endLine(final: false)
-                start += length + 1
+        var position = 0
+        let end = bytes.count
+        // A line carried over from the previous read ends at the first newline.
+        if !carry.isEmpty || carryOversized || carryLength > 0 {
+            guard let nl = memchr(base, 0x0A, end) else {
+                appendToCarry(bytes, limit: limit)
+                return
+            }
+            let length = UnsafeRawPointer(nl) - base
+            appendToCarry(UnsafeRawBufferPointer(start: base, count: length), limit: limit)
+            endCarriedLine()
+            position = length + 1
+        }
+        // Whole lines go to chunks with one copy per chunk.
+        var regionStart = position
+        while position < end, let nl = memchr(base + position, 0x0A, end - position) {
+            let lineEnd = UnsafeRawPointer(nl) - base
+            let length = lineEnd - position
+            let offsetInChunk = current.bytes.count + (position - regionStart)
+            if length > limit {
+                current.lines.append((Int32(offsetInChunk), -1))
+                current.oversizedLengths[nextLine] = length
             } else {
-                appendToCarry(UnsafeRawBufferPointer(start: base, count: bytes.count - start), limit: limit)
-                break
+                current.lines.append((Int32(offsetInChunk), Int32(length)))
+            }
+            nextLine += 1
+            position = lineEnd + 1
+            if current.lines.count >= options.chunkLines || current.bytes.count + (position - regionStart) > (1 << 30) {
+                current.bytes.append(contentsOf: UnsafeRawBufferPointer(start: base + regionStart, count: position - regionStart))
+                regionStart = position
+                submitCurrent()
             }
         }
+        if position > regionStart {
+            current.bytes.append(contentsOf: UnsafeRawBufferPointer(start: base + regionStart, count: position - regionStart))
+        }
+        if position < end { appendToCarry(UnsafeRawBufferPointer(start: base + position, count: end - position), limit: limit) }
+        if flush && !current.lines.isEmpty { submitCurrent() }
+    }
+
+    /// Commits what is left (a last line without a newline included) and waits for the pipeline.
+    func finish() throws(CLIError) -> Outcome {
+        startCommitter()
+        if !isStopped {
+            if !carry.isEmpty || carryOversized || carryLength > 0 { endCarriedLine() }
+            if !current.lines.isEmpty { submitCurrent() }
+        }
+        state.lock()
+        submittedTotal = submitted
+        state.broadcast()
+        state.unlock()
+        committerDone.wait()
+        state.lock()
+        var result = outcome
+        let error = failure
+        state.unlock()
+        result.lines = nextLine - 1
+        progress.update(force: true, "\(result.events) events committed through seq \(result.lastSeq) in \(String(format1: progress.elapsedSeconds)) s")
+        if let error { throw error }
+        return result
     }
 
     private func appendToCarry(_ part: UnsafeRawBufferPointer, limit: Int) {
@@ -136,79 +188,117 @@ final class NDJSONImporter {
         carry.append(contentsOf: part)
     }
 
-    private func endLine(final: Bool) {
-        let line = nextLine
-        nextLine += 1
+    private func endCarriedLine() {
         if carryOversized {
             current.lines.append((Int32(current.bytes.count), -1))
-            current.oversizedLengths[line] = carryLength
+            current.oversizedLengths[nextLine] = carryLength
         } else {
             current.lines.append((Int32(current.bytes.count), Int32(carry.count)))
             current.bytes.append(contentsOf: carry)
         }
+        nextLine += 1
         carry.removeAll(keepingCapacity: true)
         carryOversized = false
         carryLength = 0
-        if current.lines.count >= options.chunkLines { sealChunk() }
+        if current.lines.count >= options.chunkLines { submitCurrent() }
     }
 
-    private func sealChunk() {
-        pending.append(current)
+    private func submitCurrent() {
+        let chunk = current
         current = ImportChunk()
         current.firstLine = nextLine
-    }
-
-    private func processWindow() throws(CLIError) {
-        let window = pending
-        pending.removeAll()
-        var results = [ImportedChunk](repeating: ImportedChunk(), count: window.count)
+        inflight.wait()
+        if isStopped { inflight.signal(); return }
+        let index = submitted
+        submitted += 1
         let opts = options
         let blockEventsMax = log.options.blockEventsMax
-        window.withUnsafeBufferPointer { chunksBuffer in
-            results.withUnsafeMutableBufferPointer { out in
-                // Each iteration reads one chunk and writes only its own result slot.
-                nonisolated(unsafe) let outBase = out.baseAddress!
-                nonisolated(unsafe) let chunks = chunksBuffer
-                DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
-                    outBase[i] = NDJSONImporter.process(chunks[i], options: opts, blockEventsMax: blockEventsMax)
-                }
-            }
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            let result = NDJSONImporter.process(chunk, options: opts, blockEventsMax: blockEventsMax)
+            state.lock()
+            results[index] = result
+            state.broadcast()
+            state.unlock()
         }
+    }
+
+    private func startCommitter() {
+        guard !committerStarted else { return }
+        committerStarted = true
+        let thread = Thread { [self] in commitLoop(); committerDone.signal() }
+        thread.name = "tokenledger-commit"
+        thread.start()
+    }
+
+    private func commitLoop() {
+        var next = 0
+        while true {
+            state.lock()
+            while results[next] == nil && !(submittedTotal >= 0 && next >= submittedTotal) { state.wait() }
+            if results[next] == nil { state.unlock(); return }
+            var batch = [ImportedChunk]()
+            while batch.count < 64, let r = results.removeValue(forKey: next) {
+                batch.append(r)
+                next += 1
+            }
+            let isStopped = stopped
+            state.unlock()
+            if !isStopped { commit(batch) }
+            for _ in batch { inflight.signal() }
+        }
+    }
+
+    /// Commits one batch of chunks in order; runs on the committer thread.
+    private func commit(_ batch: [ImportedChunk]) {
         var blocks = [EncodedBlock]()
+        var events = 0
         var stopError: EventDecodeError?
-        for r in results {
-            if let failure = r.failure {
-                if !blocks.isEmpty, let result = try? log.append(encoded: blocks) { outcome.lastSeq = result.lastSeq; onCommit?(result.lastSeq) }
-                throw .failure("append", "\(failure)\nkept every event before that chunk (through seq \(outcome.lastSeq))")
-            }
+        var skippedErrors = [EventDecodeError]()
+        var encodeFailure: String?
+        for r in batch {
+            if let f = r.failure { encodeFailure = f; break }
             blocks += r.blocks
-            outcome.events += UInt64(r.events)
-            for e in r.errors {
-                if opts.skipInvalid {
-                    outcome.skippedCount += 1
-                    if outcome.skipped.count < 100 { outcome.skipped.append(e) }
-                    if outcome.skippedCount <= 20 { printError("append: skipped \(e)") }
-                    else if outcome.skippedCount == 21 { printError("append: (further skipped lines are counted, not printed)") }
-                } else {
-                    stopError = e
-                }
+            events += r.events
+            if options.skipInvalid {
+                skippedErrors += r.errors
+            } else if let e = r.errors.first {
+                stopError = e
+                break
             }
-            if stopError != nil { break }
         }
+        var appendError: CLIError?
+        var lastSeq: UInt64?
         if !blocks.isEmpty {
-            let result: AppendResult
-            do { result = try log.append(encoded: blocks) } catch {
-                throw .failure("append", "\(error)\nkept \(outcome.lastSeq - outcome.firstSeq + 1) events (through seq \(outcome.lastSeq)); input from the batch that failed on was not imported")
+            do { lastSeq = try log.append(encoded: blocks).lastSeq } catch {
+                appendError = .failure("append", "\(error)")
             }
-            outcome.lastSeq = result.lastSeq
-            onCommit?(result.lastSeq)
         }
-        if let stopError {
+        state.lock()
+        if let lastSeq {
+            outcome.lastSeq = lastSeq
+            outcome.events += UInt64(events)
+        }
+        for e in skippedErrors {
+            outcome.skippedCount += 1
+            if outcome.skipped.count < 100 { outcome.skipped.append(e) }
+            if outcome.skippedCount <= 20 { printError("append: skipped \(e)") }
+            else if outcome.skippedCount == 21 { printError("append: (further skipped lines are counted, not printed)") }
+        }
+        if let appendError {
+            failure = CLIError(message: "\(appendError.message)\nkept \(outcome.events) events (through seq \(outcome.lastSeq)); input from the batch that failed was not imported", exitCode: 1)
+            stopped = true
+        } else if let encodeFailure {
+            failure = .failure("append", "\(encodeFailure)\nkept every event before it (through seq \(outcome.lastSeq))")
+            stopped = true
+        } else if let stopError {
             outcome.stoppedAt = stopError
             stopped = true
         }
-        let rate = progress.elapsedSeconds > 0 ? Double(outcome.events) / progress.elapsedSeconds : 0
-        progress.update("\(formatCount(Double(outcome.events))) events, committed through seq \(outcome.lastSeq) (\(formatCount(rate))/s)")
+        let snapshot = outcome
+        state.unlock()
+        if let lastSeq { onCommit?(lastSeq) }
+        let rate = progress.elapsedSeconds > 0 ? Double(snapshot.events) / progress.elapsedSeconds : 0
+        progress.update("\(formatCount(Double(snapshot.events))) events, committed through seq \(snapshot.lastSeq) (\(formatCount(rate))/s)")
     }
 
     static func process(_ chunk: ImportChunk, options: Options, blockEventsMax: Int) -> ImportedChunk {
@@ -225,7 +315,6 @@ final class NDJSONImporter {
         chunk.bytes.withUnsafeBytes { raw in
             for (index, (start, length)) in chunk.lines.enumerated() {
                 let lineNumber = chunk.firstLine + index
-                result.linesConsumed += 1
                 if length < 0 {
                     let size = chunk.oversizedLengths[lineNumber] ?? 0
                     result.errors.append(EventDecodeError(line: lineNumber, byteOffset: options.limits.lineBytesMax, field: nil,
