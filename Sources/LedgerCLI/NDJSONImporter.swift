@@ -103,9 +103,11 @@ final class NDJSONImporter: @unchecked Sendable {
                 throw .failure("append", "reading input: \(message)")
             }
             if n == 0 { break }
-            // A short read means the producer is slower than us: commit what is here rather
-            // than hold it in memory waiting for a full chunk.
-            buffer.withUnsafeBytes { feed(UnsafeRawBufferPointer(rebasing: $0[0..<n]), flush: n < bufferSize) }
+            // Pipes always read short, so a short read alone says nothing; an input that stays
+            // idle for a few milliseconds does: then commit what is here rather than hold it
+            // waiting for a full chunk (a slow shipper must still see its events land).
+            let idle = n < bufferSize && !NDJSONImporter.inputReady(fd, waitMs: 5)
+            buffer.withUnsafeBytes { feed(UnsafeRawBufferPointer(rebasing: $0[0..<n]), flush: idle) }
         }
         return try finish()
     }
@@ -337,6 +339,12 @@ final class NDJSONImporter: @unchecked Sendable {
         }
         sealBlock()
         return result
+    }
+
+    /// - Returns: true when `fd` has input (or end of file) within `waitMs`.
+    static func inputReady(_ fd: Int32, waitMs: Int32) -> Bool {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&descriptor, 1, waitMs) > 0
     }
 
     @inline(__always) static func isBlank(_ line: UnsafeRawBufferPointer) -> Bool {
