@@ -69,6 +69,14 @@ public enum PresenceBit {
     public static let all: UInt32 = (1 << 21) - 1
 }
 
+/// Value ranges the payload decoder accepts. The encoder records (`invalidEvent`) any event
+/// outside them, so a block is refused before it is stored rather than found unreadable later.
+public enum PayloadLimits {
+    public static let statusMax = 999
+    public static let weightMax = 100
+    public static let attrsPerEventMax = 1024
+}
+
 public struct BlockPayloadError: Error, CustomStringConvertible, Sendable, Equatable {
     public let offset: Int
     public let reason: String
@@ -110,6 +118,9 @@ public struct BlockPayloadEncoder {
     public private(set) var count = 0
     public private(set) var minTs: Int64 = .max
     public private(set) var maxTs: Int64 = .min
+    /// Why the payload must not be stored: the first event with a value the decoder refuses
+    /// (nil when every event is encodable).
+    public private(set) var invalidEvent: String?
 
     public init(expectedEvents: Int = 4096) {
         interner = StringInterner(capacity: max(64, expectedEvents / 2))
@@ -174,6 +185,7 @@ public struct BlockPayloadEncoder {
         streams.appendVarint(PayloadStream.ts, zigzag(event.ts &- previousTs))
         previousTs = event.ts
         if let exp = event.exp { streams.appendVarint(PayloadStream.exp, zigzag(exp &- event.ts)) }
+        if invalidEvent == nil { invalidEvent = BlockPayloadEncoder.problem(event, index: eventIndex) }
         if let status = event.status { streams.appendVarint(PayloadStream.status, UInt64(truncatingIfNeeded: status)) }
         if let weight = event.weight { streams.appendVarint(PayloadStream.weight, UInt64(truncatingIfNeeded: weight)) }
         if !event.attrs.isEmpty {
@@ -185,6 +197,19 @@ public struct BlockPayloadEncoder {
                 streams.appendVarint(PayloadStream.attrs, UInt64(v))
             }
         }
+    }
+
+    private static func problem(_ event: Event, index: Int) -> String? {
+        if let status = event.status, !(0...PayloadLimits.statusMax).contains(status) {
+            return "event \(index): status \(status) is outside 0...\(PayloadLimits.statusMax)"
+        }
+        if let weight = event.weight, !(0...PayloadLimits.weightMax).contains(weight) {
+            return "event \(index): weight \(weight) is outside 0...\(PayloadLimits.weightMax)"
+        }
+        if event.attrs.count > PayloadLimits.attrsPerEventMax {
+            return "event \(index): \(event.attrs.count) attrs, more than \(PayloadLimits.attrsPerEventMax)"
+        }
+        return nil
     }
 
     /// The finished payload bytes. The encoder is spent afterwards.

@@ -102,6 +102,11 @@ public enum BlockPayloadDecoder {
             guard let length = c.varint(), length <= UInt64(payload.count) else { throw fail("bad stream length") }
             lengths.append(Int(length))
         }
+        // Every event has exactly one type byte. Checking that here bounds the columns below by
+        // the payload's size: a forged count cannot make a few bytes allocate a hundred megabytes.
+        guard lengths[PayloadStream.types] == n else {
+            throw fail("\(n) events but \(lengths[PayloadStream.types]) type bytes")
+        }
         var start = c.offset
         for length in lengths {
             guard length <= payload.count - start else { throw fail("streams run past the payload") }
@@ -192,15 +197,15 @@ public enum BlockPayloadDecoder {
                         exp[i] = t &+ unzigzag(d)
                     }
                     if p & PresenceBit.status != 0 {
-                        guard let v = cursors[PayloadStream.status].varint(), v <= 999 else { throw streamError(PayloadStream.status, "event \(i): bad status") }
+                        guard let v = cursors[PayloadStream.status].varint(), v <= UInt64(PayloadLimits.statusMax) else { throw streamError(PayloadStream.status, "event \(i): bad status") }
                         status[i] = Int32(v)
                     }
                     if p & PresenceBit.weight != 0 {
-                        guard let w = cursors[PayloadStream.weight].varint(), w <= 100 else { throw streamError(PayloadStream.weight, "event \(i): bad weight") }
+                        guard let w = cursors[PayloadStream.weight].varint(), w <= UInt64(PayloadLimits.weightMax) else { throw streamError(PayloadStream.weight, "event \(i): bad weight") }
                         weight[i] = Int32(w)
                     }
                     if p & PresenceBit.attrs != 0 {
-                        guard let pairs = cursors[PayloadStream.attrs].varint(), pairs >= 1, pairs <= 1024 else {
+                        guard let pairs = cursors[PayloadStream.attrs].varint(), pairs >= 1, pairs <= UInt64(PayloadLimits.attrsPerEventMax) else {
                             throw streamError(PayloadStream.attrs, "event \(i): bad attribute count")
                         }
                         for _ in 0..<(Int(pairs) * 2) {

@@ -70,7 +70,8 @@ public enum DigestKey: Sendable {
     /// Reads a key file: a PEM Ed25519 key (private to sign, private or public to verify), or
     /// else an HMAC secret (the file's bytes, trailing whitespace dropped, at least 16 bytes).
     public static func parse(_ bytes: [UInt8], path: String) throws(CryptoError) -> DigestKey {
-        if bytes.starts(with: Array("-----BEGIN".utf8)) {
+        // A PEM file with a leading blank line or indentation is still a PEM key, not a secret.
+        if bytes.drop(while: { $0 == 0x0A || $0 == 0x0D || $0 == 0x20 || $0 == 0x09 }).starts(with: Array("-----BEGIN".utf8)) {
             return .ed25519(try Ed25519Key(pem: bytes), bytes)
         }
         var secret = bytes

@@ -21,6 +21,12 @@ public struct EncodedBlock: Sendable {
     }
 
     public init(encoder: BlockPayloadEncoder) throws(StorageError) {
+        // What the decoder (and the block header check) would refuse must never be acknowledged:
+        // it would be unreadable, and recovery would take its header for a torn tail.
+        if let problem = encoder.invalidEvent { throw .invalidArgument("block payload: \(problem)") }
+        guard encoder.count <= BlockPayloadDecoder.eventsMax else {
+            throw .invalidArgument("block of \(encoder.count) events exceeds \(BlockPayloadDecoder.eventsMax)")
+        }
         let raw = encoder.finish()
         guard raw.count <= BlockLimits.rawBytesMax else {
             throw .invalidArgument("block payload of \(raw.count) bytes exceeds \(BlockLimits.rawBytesMax)")

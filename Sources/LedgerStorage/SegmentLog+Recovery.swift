@@ -9,10 +9,14 @@
 //   header unreadable, no valid header after it     | torn tail: cut             | damage up to next segment
 //   header unreadable, a valid header after it      | damage (range to it)       | damage (range to it)
 //   header valid, payload runs past end of file     | torn tail: cut             | damage
-//   header valid, payload checksum mismatch         | torn tail: cut             | damage (the block's range)
+//   header valid, payload checksum mismatch         | torn tail: cut (also when  | damage (the block's range)
+//                                                   | only unreadable bytes come |
+//                                                   | after it: a zero-filled    |
+//                                                   | multi-block commit)        |
 //   header valid, sequence gap or overlap           | damage                     | damage
 //   segment header unreadable                       | cut if ≤ header size       | damage
 //
+// Only the last segment can hold a torn tail: the log syncs a segment before it creates the next.
 // A cut copies the bytes to DIR/quarantine/ before truncating: nothing is ever deleted unseen.
 // Damage makes the log read-only; nothing is cut while any damage is present.
 import LedgerCrypto
@@ -143,7 +147,8 @@ extension SegmentLog {
             }
 
             var locations: [BlockLocation]? = nil
-            if !isLast, let indexed = readIndex(segment: name, size: size), indexed.first?.header.firstSeq == nameSeq {
+            if !isLast, let indexed = readIndex(segment: name, size: size), indexed.first?.header.firstSeq == nameSeq,
+               try lastHeaderMatches(indexed.last!, handle: handle) {
                 locations = indexed
             }
             if let locations {
@@ -154,8 +159,7 @@ extension SegmentLog {
                 let scan = try scanSegment(handle: handle, name: name, size: size, checkPayloads: isLast, isLast: isLast,
                                            expectedSeq: &expectedSeq, previousChain: &previousChain, report: &report)
                 blocks += scan.locations
-                if !isLast && !options.readOnly && scan.clean {
-                    try? writeIndex(segment: name, size: size, blocks: scan.locations)
+                if !isLast && !options.readOnly && scan.clean && (try? writeIndex(segment: name, size: size, blocks: scan.locations)) != nil {
                     report.indexesRebuilt.append(name)
                 }
                 if let cut = scan.cut { pendingCut = (name, handle, cut.offset, cut) }
@@ -249,8 +253,10 @@ extension SegmentLog {
                 if checkPayloads {
                     let stored = try handle.read(at: offset + UInt64(BlockHeader.size), count: Int(header.storedBytes))
                     if stored.withUnsafeBytes({ XXH64.hash($0) }) != header.payloadChecksum {
-                        if isLast && end == size {
-                            tail(remaining, header.seqRange, "payload checksum mismatch in the last block")
+                        // Nothing valid after it: the torn end of the last commit, whose later
+                        // blocks (if any) read back as zeros or garbage after a power loss.
+                        if isLast, try resync(handle: handle, from: end, size: size) == nil {
+                            tail(remaining, header.seqRange, "payload checksum mismatch with no valid block after it")
                             return result
                         }
                         damage(header.firstSeq, header.lastSeq, "payload checksum mismatch")
@@ -267,6 +273,15 @@ extension SegmentLog {
             }
         }
         return result
+    }
+
+    /// An index that parses and has the segment's size may still be stale (written for blocks a
+    /// failed commit rolled back, then rewritten with others of the same size). The last block's
+    /// chain hash commits to everything before it, so one header read settles it.
+    func lastHeaderMatches(_ location: BlockLocation, handle: any FileHandle) throws(StorageError) -> Bool {
+        let bytes = try handle.read(at: location.offset, count: BlockHeader.size)
+        guard case let .success(header) = bytes.withUnsafeBytes({ BlockHeader.decode($0) }) else { return false }
+        return header == location.header
     }
 
     /// Finds the next offset after `from` holding a valid block header.
@@ -291,7 +306,13 @@ extension SegmentLog {
         let quarantine = joinPath(directory, SegmentLog.quarantineDirectory)
         try fs.createDirectory(quarantine)
         let bytes = try handle.read(at: cut.offset, count: Int(cut.bytes))
-        let path = joinPath(quarantine, "\(cut.segment)@\(cut.offset).torn")
+        // A tail cut again at the same offset (after another crash) must not overwrite the last copy.
+        var path = joinPath(quarantine, "\(cut.segment)@\(cut.offset).torn")
+        var copies = 1
+        while fs.fileExists(path) {
+            path = joinPath(quarantine, "\(cut.segment)@\(cut.offset).\(copies).torn")
+            copies += 1
+        }
         let copy = try fs.open(path, create: true, writable: true)
         try copy.truncate(to: 0)
         try copy.write(at: 0, bytes)

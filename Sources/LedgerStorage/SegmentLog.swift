@@ -119,8 +119,10 @@ public final class SegmentLog: @unchecked Sendable {
     public func append(_ events: [Event]) throws(StorageError) -> AppendResult {
         var encoded = [EncodedBlock]()
         var start = 0
+        // Zero or less would make empty blocks forever.
+        let perBlock = max(1, options.blockEventsMax)
         while start < events.count {
-            let end = min(events.count, start + options.blockEventsMax)
+            let end = min(events.count, start + perBlock)
             encoded.append(try EncodedBlock(events: events[start..<end]))
             start = end
         }
@@ -205,19 +207,29 @@ public final class SegmentLog: @unchecked Sendable {
 
     func rollSegment() throws(StorageError) {
         if let active = activeHandle, let name = segments.last {
-            try? writeIndex(segment: name, size: activeSize, blocks: blocks.filter { $0.segment == name })
+            // A segment is durable before the next one exists, whatever the fsync policy: a torn
+            // write can then only be in the last segment, which is where recovery cuts. (Without
+            // this, a crash could leave a sealed segment torn behind a newer one: read-only damage.)
             if !unsynced.contains(where: { $0 === active }) { unsynced.append(active) }
+            try syncNow()
+            do {
+                try writeIndex(segment: name, size: activeSize, blocks: blocks.filter { $0.segment == name })
+            } catch {
+                // The index is optional; an old one left behind must not describe other bytes.
+                try? fs.remove(joinPath(directory, SegmentLog.indexName(forSegment: name)))
+            }
         }
         let name = SegmentHeader.fileName(firstSeq: lastSeq + 1)
         let path = joinPath(directory, name)
         let handle = try fs.open(path, create: true, writable: true)
-        try handle.truncate(to: 0)
-        try handle.write(at: 0, SegmentHeader(firstSeq: lastSeq + 1, previousChainHash: chainHash).encode())
+        // Listed before its header is written, so a failed write rolls the new file back too.
         segments.append(name)
         activeHandle = handle
         activeSize = UInt64(SegmentHeader.size)
         unsynced.append(handle)
         directoryNeedsSync = true
+        try handle.truncate(to: 0)
+        try handle.write(at: 0, SegmentHeader(firstSeq: lastSeq + 1, previousChainHash: chainHash).encode())
     }
 
     private func rollBack(to savedSegments: [String], activeSize savedSize: UInt64, blockCount: Int, lastSeq savedSeq: UInt64,
@@ -226,10 +238,19 @@ public final class SegmentLog: @unchecked Sendable {
             for name in segments where !savedSegments.contains(name) {
                 unsynced.removeAll { $0.path == joinPath(directory, name) }
                 try fs.remove(joinPath(directory, name))
+                try fs.remove(joinPath(directory, SegmentLog.indexName(forSegment: name)))
             }
             if let last = savedSegments.last {
-                let handle = segments.last == last ? activeHandle! : try fs.open(joinPath(directory, last), create: false, writable: true)
+                let sealedInThisCommit = segments.last != last
+                let handle = sealedInThisCommit ? try fs.open(joinPath(directory, last), create: false, writable: true) : activeHandle!
+                if sealedInThisCommit {
+                    // Its index describes the blocks being rolled back.
+                    try fs.remove(joinPath(directory, SegmentLog.indexName(forSegment: last)))
+                }
                 try handle.truncate(to: savedSize)
+                // The roll synced the rolled-back blocks; unsynced, the truncation could be lost
+                // and they would come back after a crash although the append failed.
+                try handle.sync()
                 activeHandle = handle
             } else {
                 activeHandle = nil
@@ -250,6 +271,9 @@ public final class SegmentLog: @unchecked Sendable {
             for (_, h) in readHandles { h.close() }
             readHandles.removeAll()
             lockHandle?.close(); lockHandle = nil
+            // Without the lock and the active handle an append would start a new segment that
+            // another writer may be racing on.
+            if failure == nil { failure = .failed("the ledger is closed") }
         }
         if failure == nil && !options.readOnly && (!unsynced.isEmpty || directoryNeedsSync) { try syncNow() }
     }

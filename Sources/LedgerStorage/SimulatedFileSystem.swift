@@ -101,7 +101,10 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
         var rng = SplitMix64(seed: seed)
         mutex._unsafeLock()
         defer { mutex._unsafeUnlock() }
-        for (name, file) in files {
+        // In name order: dictionary order changes from run to run (seeded hashing), and the
+        // seed must pick the same fate for the same file every time.
+        for name in files.keys.sorted() {
+            let file = files[name]!
             if !file.nameDurable && file.durable.isEmpty && !file.pending.isEmpty {
                 // An entry never synced may or may not survive.
                 if rng.next() % 2 == 0 { files.removeValue(forKey: name); continue }

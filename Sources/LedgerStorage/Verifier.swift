@@ -48,11 +48,13 @@ public struct Verifier {
         self.fs = fileSystem
     }
 
+    /// One block to check. The payload is read by the worker that checks it, so both cores
+    /// read, decompress and hash while the calling thread only walks headers.
     struct Item {
         var segment: String
+        var handle: any FileHandle
         var offset: UInt64
         var header: BlockHeader
-        var stored: [UInt8]
         var previous: Digest32
     }
 
@@ -72,6 +74,7 @@ public struct Verifier {
         var expectedSeq: UInt64 = 1
         var previous = Digest32.zero
         var batch = [Item]()
+        var batchBytes = 0
         let batchBytesMax = 32 << 20
 
         func fail(_ segment: String, _ offset: UInt64, _ first: UInt64, _ last: UInt64?, _ reason: String) -> VerifyReport {
@@ -81,7 +84,7 @@ public struct Verifier {
         }
 
         func flush() -> VerifyProblem? {
-            defer { batch.removeAll(keepingCapacity: true) }
+            defer { batch.removeAll(keepingCapacity: true); batchBytes = 0 }
             var problems = [VerifyProblem?](repeating: nil, count: batch.count)
             let decode = decodePayloads
             batch.withUnsafeBufferPointer { itemsBuffer in
@@ -114,17 +117,27 @@ public struct Verifier {
             let size = sizes[index]
             let nameSeq = SegmentHeader.firstSeq(fromFileName: name)!
             let nextSeq = isLast ? nil : SegmentHeader.firstSeq(fromFileName: names[index + 1]).map { $0 - 1 }
+            // Blocks still waiting in the batch come earlier in the log: their problems first.
+            if let p = flush() { return fail(p.segment, p.offset, p.firstSeq, p.lastSeq, p.reason) }
+            if let stop = stopAtSeq, expectedSeq > stop { break }
+            if isLast && size < UInt64(SegmentHeader.size) {
+                // A segment created by an append that died before its header was fully written:
+                // a torn tail that recovery removes, like a short last block.
+                report.tornTailBytes = size
+                break
+            }
             let segmentHeaderBytes = try handle.read(at: 0, count: SegmentHeader.size)
             let segmentHeader: SegmentHeader
             switch segmentHeaderBytes.withUnsafeBytes({ SegmentHeader.decode($0) }) {
             case let .failure(p): return fail(name, 0, nameSeq, nextSeq, "segment header: \(p)")
             case let .success(h): segmentHeader = h
             }
-            if let p = flush() { return fail(p.segment, p.offset, p.firstSeq, p.lastSeq, p.reason) }
+            if nameSeq > expectedSeq {
+                // The range that is missing, not the range of the segment after the gap.
+                return fail(name, 0, expectedSeq, nameSeq - 1, "events \(expectedSeq)-\(nameSeq - 1) are missing (segment removed?)")
+            }
             if nameSeq != expectedSeq || segmentHeader.firstSeq != nameSeq {
-                let reason = nameSeq > expectedSeq ? "events \(expectedSeq)-\(nameSeq - 1) are missing (segment removed?)"
-                    : "segment starts at seq \(segmentHeader.firstSeq), expected \(expectedSeq)"
-                return fail(name, 0, min(expectedSeq, nameSeq), nextSeq, reason)
+                return fail(name, 0, min(expectedSeq, nameSeq), nextSeq, "segment starts at seq \(segmentHeader.firstSeq), expected \(expectedSeq)")
             }
             if segmentHeader.previousChainHash != previous {
                 return fail(name, 0, nameSeq, nextSeq, "segment's previous chain hash does not match the end of the segment before it")
@@ -135,6 +148,7 @@ public struct Verifier {
                 let remaining = size - offset
                 if remaining < UInt64(BlockHeader.size) {
                     if isLast { report.tornTailBytes = remaining; break }
+                    if let p2 = flush() { return fail(p2.segment, p2.offset, p2.firstSeq, p2.lastSeq, p2.reason) }
                     return fail(name, offset, expectedSeq, nextSeq, "\(remaining) stray bytes after the last block")
                 }
                 let headerBytes = try handle.read(at: offset, count: BlockHeader.size)
@@ -149,24 +163,27 @@ public struct Verifier {
                 }
                 if offset + UInt64(header.totalBytes) > size {
                     if isLast { report.tornTailBytes = remaining; break }
+                    if let p2 = flush() { return fail(p2.segment, p2.offset, p2.firstSeq, p2.lastSeq, p2.reason) }
                     return fail(name, offset, header.firstSeq, header.lastSeq, "block runs past the end of the segment")
                 }
                 if header.firstSeq != expectedSeq {
                     if let p2 = flush() { return fail(p2.segment, p2.offset, p2.firstSeq, p2.lastSeq, p2.reason) }
                     return fail(name, offset, header.firstSeq, header.lastSeq, "block starts at seq \(header.firstSeq), expected \(expectedSeq) (events removed or reordered)")
                 }
-                let stored = try handle.read(at: offset + UInt64(BlockHeader.size), count: Int(header.storedBytes))
-                batch.append(Item(segment: name, offset: offset, header: header, stored: stored, previous: previous))
+                batch.append(Item(segment: name, handle: handle, offset: offset, header: header, previous: previous))
+                batchBytes += Int(header.storedBytes)
                 previous = header.chainHash
                 expectedSeq = header.lastSeq + 1
                 offset += UInt64(header.totalBytes)
                 doneBytes += UInt64(header.totalBytes)
-                if batch.reduce(0, { $0 + $1.stored.count }) >= batchBytesMax || batch.count >= 256 {
+                if batchBytes >= batchBytesMax || batch.count >= 256 {
                     if let p = flush() { return fail(p.segment, p.offset, p.firstSeq, p.lastSeq, p.reason) }
                     progress?(doneBytes, totalBytes)
                 }
             }
             doneBytes += UInt64(SegmentHeader.size)
+            // Items hold this segment's handle, which closes when this iteration ends.
+            if let p = flush() { return fail(p.segment, p.offset, p.firstSeq, p.lastSeq, p.reason) }
         }
         if let p = flush() { return fail(p.segment, p.offset, p.firstSeq, p.lastSeq, p.reason) }
         progress?(totalBytes, totalBytes)
@@ -178,8 +195,13 @@ public struct Verifier {
         func problem(_ reason: String) -> VerifyProblem {
             VerifyProblem(segment: item.segment, offset: item.offset, firstSeq: h.firstSeq, lastSeq: h.lastSeq, reason: reason)
         }
+        let stored: [UInt8]
+        do { stored = try item.handle.read(at: item.offset + UInt64(BlockHeader.size), count: Int(h.storedBytes)) } catch {
+            return problem("cannot read the payload: \(error)")
+        }
+        guard stored.count == Int(h.storedBytes) else { return problem("payload truncated") }
         let raw: [UInt8]
-        switch item.stored.withUnsafeBytes({ BlockReader.rawPayload(header: h, stored: $0) }) {
+        switch stored.withUnsafeBytes({ BlockReader.rawPayload(header: h, stored: $0) }) {
         case let .failure(p): return problem(p.description)
         case let .success(r): raw = r
         }
