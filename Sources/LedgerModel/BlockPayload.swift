@@ -109,6 +109,8 @@ enum StringKind {
 /// Builds the payload of one block. Feed events in sequence order, then `finish()`.
 public struct BlockPayloadEncoder {
     private var interner: StringInterner
+    private var lastWords = [StringRepresentation](repeating: .none, count: StringField.count + 1)
+    private var lastIDs = [UInt32](repeating: UInt32.max, count: StringField.count + 1)
     private let streams: StreamBuffers
     /// Per event, the reference of each string field (UInt32.max when absent).
     private var refs: [UInt32] = []
@@ -129,8 +131,16 @@ public struct BlockPayloadEncoder {
     }
 
     @inline(__always) private mutating func intern(_ value: String, field: Int) -> UInt32 {
+        // A field usually repeats a recent value. The cache holds the raw words of the string the
+        // interner stores (alive as long as this encoder), so equal words are the same string:
+        // a small string by content, a large one by identity. No hashing, no retain.
+        let words = StringRepresentation(value)
+        let cachedID = lastIDs[field]
+        if cachedID != UInt32.max && words == lastWords[field] { return cachedID }
         let (id, isNew) = interner.intern(value)
         if isNew { lastEventOfToken.append(0) }
+        lastWords[field] = interner.representations[Int(id)]
+        lastIDs[field] = id
         return id
     }
 

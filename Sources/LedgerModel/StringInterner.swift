@@ -4,6 +4,8 @@
 struct StringInterner {
     private(set) var strings: [String] = []
     private var hashes: [UInt64] = []
+    /// The raw representation of each stored string (see `BlockPayloadEncoder.intern`).
+    private(set) var representations: [StringRepresentation] = []
     /// String number + 1 per slot; 0 is empty.
     private var slots: [UInt32]
     private var mask: Int
@@ -59,6 +61,7 @@ struct StringInterner {
         let id = UInt32(strings.count)
         strings.append(value)
         hashes.append(h)
+        representations.append(StringRepresentation(value))
         slots[i] = id + 1
         if strings.count * 2 > slots.count { grow() }
         return (id, true)
@@ -73,5 +76,22 @@ struct StringInterner {
             while slots[i] != 0 { i = (i + 1) & mask }
             slots[i] = UInt32(id + 1)
         }
+    }
+}
+
+/// The two machine words of a String. Equal words mean equal strings when the words are a small
+/// (inline) string, or when they are the words of a string object that is known to be alive.
+struct StringRepresentation: Equatable {
+    var a: UInt64
+    var b: UInt64
+
+    static let none = StringRepresentation(a: 0, b: 0)
+
+    @inline(__always) init(a: UInt64, b: UInt64) { self.a = a; self.b = b }
+
+    @inline(__always) init(_ value: String) {
+        let words = unsafeBitCast(value, to: (UInt64, UInt64).self)
+        a = words.0
+        b = words.1
     }
 }
