@@ -200,7 +200,7 @@ public struct BlockPayloadEncoder {
         if let weight = event.weight { streams.appendVarint(PayloadStream.weight, UInt64(truncatingIfNeeded: weight)) }
         if !event.attrs.isEmpty {
             streams.appendVarint(PayloadStream.attrs, UInt64(event.attrs.count))
-            for key in event.attrs.keys.sorted() {
+            for key in event.attrs.keys.sorted(by: utf8Ascending) {
                 let k = intern(key, field: StringField.count)
                 let v = intern(event.attrs[key]!, field: StringField.count)
                 streams.appendVarint(PayloadStream.attrs, UInt64(k))

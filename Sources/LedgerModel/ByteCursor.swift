@@ -63,3 +63,9 @@ public struct ByteCursor {
         return UnsafeRawBufferPointer(rebasing: base[offset..<(offset + count)])
     }
 }
+
+/// Attribute keys are ordered by their UTF-8 bytes: part of the canonical payload, so it must not
+/// depend on Unicode normalisation (which `String`'s `<` applies) or on its version.
+@inline(__always) public func utf8Ascending(_ a: String, _ b: String) -> Bool {
+    a.utf8.lexicographicallyPrecedes(b.utf8)
+}

@@ -41,7 +41,7 @@ public enum NDJSONEncoder {
             appendKey("attrs", first: false, &out)
             out.append(UInt8(ascii: "{"))
             var first = true
-            for key in event.attrs.keys.sorted() {
+            for key in event.attrs.keys.sorted(by: utf8Ascending) {
                 if !first { out.append(UInt8(ascii: ",")) }
                 first = false
                 appendQuoted(key, &out)

@@ -282,6 +282,8 @@ public final class SegmentLog: @unchecked Sendable {
 
     /// Blocks that may hold events in the given sequence and time ranges (bounds inclusive).
     public func locateBlocks(fromSeq: UInt64? = nil, toSeq: UInt64? = nil, since: Int64? = nil, until: Int64? = nil) -> ArraySlice<BlockLocation> {
+        if let fromSeq, let toSeq, fromSeq > toSeq { return [] }
+        if let since, let until, since > until { return [] }
         var lower = 0
         if let fromSeq {
             var lo = 0, hi = blocks.count
