@@ -115,6 +115,28 @@ public enum BlockLimits {
     public static let rawBytesMax = 64 << 20
 }
 
+/// Finds the first offset at or after `from` where a valid block header starts: how recovery and
+/// verify find where damage ends (the magic is a hint; only a header checksum makes it a header).
+/// - Parameter requireWholeBlock: also require the block's payload to end within the file.
+/// - Returns: nil when no valid header follows.
+func findNextBlockHeader(_ handle: any FileHandle, from: UInt64, size: UInt64,
+                         requireWholeBlock: Bool) throws(StorageError) -> (UInt64, BlockHeader)? {
+    guard from < size else { return nil }
+    let rest = try handle.read(at: from, count: Int(size - from))
+    return rest.withUnsafeBytes { raw -> (UInt64, BlockHeader)? in
+        var i = 0
+        while i + BlockHeader.size <= raw.count {
+            if raw[i] == 0x54 && raw[i + 1] == 0x4C && raw[i + 2] == 0x42 && raw[i + 3] == 0x4B,
+               case let .success(h) = BlockHeader.decode(UnsafeRawBufferPointer(rebasing: raw[i..<(i + BlockHeader.size)])),
+               !requireWholeBlock || i + h.totalBytes <= raw.count {
+                return (from + UInt64(i), h)
+            }
+            i += 1
+        }
+        return nil
+    }
+}
+
 /// Chain hash of a block: SHA-256(previous chain hash ‖ canonical header fields ‖ raw payload).
 public func computeChainHash(previous: Digest32, header: BlockHeader, rawPayload: UnsafeRawBufferPointer, hasher: SHA256Hasher) -> Digest32 {
     var prev = previous

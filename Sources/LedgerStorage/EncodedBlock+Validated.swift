@@ -11,17 +11,6 @@ extension EncodedBlock {
         let decoded: DecodedBlock
         do { decoded = try BlockPayloadDecoder.decode(raw) } catch { throw .invalidArgument("batch payload: \(error)") }
         guard decoded.count > 0 else { throw .invalidArgument("batch payload holds no events") }
-        let compressed = try raw.withUnsafeBytes { r in Result { () throws(StorageError) in try LZ4.compress(r) } }.get()
-        self.eventCount = decoded.count
-        self.minTs = decoded.ts.min()!
-        self.maxTs = decoded.ts.max()!
-        self.raw = raw
-        if compressed.count < raw.count {
-            self.stored = compressed
-            self.codec = .lz4
-        } else {
-            self.stored = raw
-            self.codec = .none
-        }
+        try self.init(raw: raw, eventCount: decoded.count, minTs: decoded.ts.min()!, maxTs: decoded.ts.max()!)
     }
 }

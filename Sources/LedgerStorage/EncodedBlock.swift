@@ -31,12 +31,19 @@ public struct EncodedBlock: Sendable {
         guard raw.count <= BlockLimits.rawBytesMax else {
             throw .invalidArgument("block payload of \(raw.count) bytes exceeds \(BlockLimits.rawBytesMax)")
         }
+        try self.init(raw: raw, eventCount: encoder.count, minTs: encoder.minTs, maxTs: encoder.maxTs)
+    }
+}
+
+extension EncodedBlock {
+    /// Compresses a finished canonical payload. Random-looking payloads do not shrink; storing
+    /// them as-is keeps reads cheap.
+    init(raw: [UInt8], eventCount: Int, minTs: Int64, maxTs: Int64) throws(StorageError) {
         let compressed = try raw.withUnsafeBytes { r in Result { () throws(StorageError) in try LZ4.compress(r) } }.get()
-        self.eventCount = encoder.count
-        self.minTs = encoder.minTs
-        self.maxTs = encoder.maxTs
+        self.eventCount = eventCount
+        self.minTs = minTs
+        self.maxTs = maxTs
         self.raw = raw
-        // Random-looking payloads do not shrink; storing them as-is keeps reads cheap.
         if compressed.count < raw.count {
             self.stored = compressed
             self.codec = .lz4

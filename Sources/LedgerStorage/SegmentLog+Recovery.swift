@@ -284,22 +284,8 @@ extension SegmentLog {
         return header == location.header
     }
 
-    /// Finds the next offset after `from` holding a valid block header.
     func resync(handle: any FileHandle, from: UInt64, size: UInt64) throws(StorageError) -> (UInt64, BlockHeader)? {
-        guard from < size else { return nil }
-        let rest = try handle.read(at: from, count: Int(size - from))
-        return rest.withUnsafeBytes { raw -> (UInt64, BlockHeader)? in
-            var i = 0
-            while i + BlockHeader.size <= raw.count {
-                if raw[i] == 0x54 && raw[i + 1] == 0x4C && raw[i + 2] == 0x42 && raw[i + 3] == 0x4B,
-                   case let .success(h) = BlockHeader.decode(UnsafeRawBufferPointer(rebasing: raw[i..<(i + BlockHeader.size)])),
-                   i + h.totalBytes <= raw.count {
-                    return (from + UInt64(i), h)
-                }
-                i += 1
-            }
-            return nil
-        }
+        try findNextBlockHeader(handle, from: from, size: size, requireWholeBlock: true)
     }
 
     func applyCut(_ cut: inout TailCut, handle: any FileHandle) throws(StorageError) {

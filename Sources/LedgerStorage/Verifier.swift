@@ -213,18 +213,6 @@ public struct Verifier {
     }
 
     func resyncRange(_ handle: any FileHandle, from: UInt64, size: UInt64) throws(StorageError) -> UInt64? {
-        guard from < size else { return nil }
-        let rest = try handle.read(at: from, count: Int(size - from))
-        return rest.withUnsafeBytes { raw -> UInt64? in
-            var i = 0
-            while i + BlockHeader.size <= raw.count {
-                if raw[i] == 0x54 && raw[i + 1] == 0x4C && raw[i + 2] == 0x42 && raw[i + 3] == 0x4B,
-                   case let .success(h) = BlockHeader.decode(UnsafeRawBufferPointer(rebasing: raw[i..<(i + BlockHeader.size)])) {
-                    return h.firstSeq
-                }
-                i += 1
-            }
-            return nil
-        }
+        try findNextBlockHeader(handle, from: from, size: size, requireWholeBlock: false)?.1.firstSeq
     }
 }
