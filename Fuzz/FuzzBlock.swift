@@ -46,7 +46,7 @@ private func roundTrip(_ payload: UnsafeRawBufferPointer) {
     }
     precondition(again.events == events, "canonical round trip changed the events")
     // Every event also renders as NDJSON without trapping.
-    var writer = BlockNDJSONWriter(again)
+    let writer = BlockNDJSONWriter(again)
     var out = [UInt8]()
     for i in 0..<again.count { writer.append(i, seq: UInt64(i + 1), receivedAt: 0, to: &out) }
 }

@@ -155,7 +155,7 @@ enum BenchCommand {
             // replay to NDJSON
             t0 = monotonicNanoseconds()
             let ndjsonBytes = try parallelBlocks(logA, locations) { block, location in
-                var writer = BlockNDJSONWriter(block)
+                let writer = BlockNDJSONWriter(block)
                 var out = [UInt8]()
                 out.reserveCapacity(block.count * 300)
                 for i in 0..<block.count {

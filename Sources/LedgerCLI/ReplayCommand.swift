@@ -78,7 +78,7 @@ enum ReplayCommand {
             let block: DecodedBlock
             do { block = try log.readBlock(location) } catch { throw .failure("replay", "\(error)") }
             let matches = matchingIndices(block, header: location.header, filter: filter)
-            var writer = BlockNDJSONWriter(block)
+            let writer = BlockNDJSONWriter(block)
             for i in matches {
                 if emitted >= limit { break }
                 let seq = location.header.firstSeq + UInt64(i)
