@@ -197,11 +197,13 @@ enum BenchCommand {
             t0 = monotonicNanoseconds()
             ndjson.withUnsafeBytes { raw in
                 var start = 0
-                while sampleEvents.count < sample, let nl = raw[start...].firstIndex(of: 0x0A) {
-                    if let e = try? decoder.decode(line: UnsafeRawBufferPointer(rebasing: raw[start..<nl]), lineNumber: sampleEvents.count + 1) {
+                while sampleEvents.count < sample, start < raw.count,
+                      let nl = memchr(raw.baseAddress! + start, 0x0A, raw.count - start) {
+                    let end = UnsafeRawPointer(nl) - raw.baseAddress!
+                    if let e = try? decoder.decode(line: UnsafeRawBufferPointer(rebasing: raw[start..<end]), lineNumber: sampleEvents.count + 1) {
                         sampleEvents.append(e)
                     }
-                    start = nl + 1
+                    start = end + 1
                 }
             }
             decodeOnly.samples.append(Double(sampleEvents.count) / elapsed(t0))

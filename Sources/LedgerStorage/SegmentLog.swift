@@ -34,15 +34,12 @@ public enum FsyncPolicy: Equatable, Sendable, CustomStringConvertible {
         case "never": self = .never
         case "interval": self = .interval(ms: 1000)
         default:
-            guard text.hasPrefix("interval:"), let ms = Int(text.dropFirst(9).replacingOccurrences(of: "ms", with: "")), ms > 0 else { return nil }
+            guard text.hasPrefix("interval:") else { return nil }
+            var digits = text.dropFirst("interval:".count)
+            if digits.hasSuffix("ms") { digits = digits.dropLast(2) }
+            guard let ms = Int(digits), ms > 0 else { return nil }
             self = .interval(ms: ms)
         }
-    }
-}
-
-extension Substring {
-    func replacingOccurrences(of target: String, with replacement: String) -> String {
-        String(self).split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
     }
 }
 
