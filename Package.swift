@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Layering (bottom to top): C system libraries -> crypto/checksums -> event model and codecs
-// -> segment log -> workload generator -> CLI. Each layer only imports the ones below it.
+// -> segment log -> projections (state, snapshots, rollback) and workload generator -> CLI. Each layer only imports the ones below it.
 let package = Package(
     name: "tokenledger",
     products: [
@@ -15,14 +15,16 @@ let package = Package(
         .target(name: "LedgerCrypto", dependencies: ["COpenSSL"]),
         .target(name: "LedgerModel", dependencies: ["LedgerCrypto"]),
         .target(name: "LedgerStorage", dependencies: ["LedgerModel", "LedgerCrypto", "CLZ4"]),
+        .target(name: "LedgerProjection", dependencies: ["LedgerModel", "LedgerStorage", "LedgerCrypto"]),
         .target(name: "LedgerWorkload", dependencies: ["LedgerModel"]),
-        .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerWorkload", "LedgerCrypto"]),
+        .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerWorkload", "LedgerCrypto"]),
         .executableTarget(name: "tokenledger", dependencies: ["LedgerCLI"]),
 
         .testTarget(name: "LedgerCryptoTests", dependencies: ["LedgerCrypto"]),
         .testTarget(name: "LedgerModelTests", dependencies: ["LedgerModel"]),
         .testTarget(name: "LedgerWorkloadTests", dependencies: ["LedgerWorkload", "LedgerModel"]),
         .testTarget(name: "LedgerStorageTests", dependencies: ["LedgerStorage", "LedgerModel", "LedgerWorkload"]),
+        .testTarget(name: "LedgerProjectionTests", dependencies: ["LedgerProjection", "LedgerStorage", "LedgerModel", "LedgerWorkload"]),
         .testTarget(name: "LedgerCLITests", dependencies: ["LedgerCLI", "LedgerStorage", "LedgerModel", "LedgerWorkload"]),
     ]
 )
