@@ -15,7 +15,10 @@ let package = Package(
         .target(name: "LedgerCrypto", dependencies: ["COpenSSL"]),
         .target(name: "LedgerModel", dependencies: ["LedgerCrypto"]),
         .target(name: "LedgerStorage", dependencies: ["LedgerModel", "LedgerCrypto", "CLZ4"]),
-        .target(name: "LedgerProjection", dependencies: ["LedgerModel", "LedgerStorage", "LedgerCrypto"]),
+        // The rebuild loop mutates class-held tables per event; the runtime exclusivity checks
+        // on those accesses were ~5% of a rebuild (perf), and the loop has no overlapping access.
+        .target(name: "LedgerProjection", dependencies: ["LedgerModel", "LedgerStorage", "LedgerCrypto"],
+                swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
         .target(name: "LedgerWorkload", dependencies: ["LedgerModel"]),
         .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerWorkload", "LedgerCrypto"]),
         .executableTarget(name: "tokenledger", dependencies: ["LedgerCLI"]),

@@ -14,6 +14,7 @@ public enum CommandLineTool {
         Command(name: "gen", summary: "write a seeded, realistic workload as NDJSON", usage: GenCommand.usage, run: GenCommand.run),
         Command(name: "append", summary: "import NDJSON events into a ledger (offline)", usage: AppendCommand.usage, run: AppendCommand.run),
         Command(name: "replay", summary: "stream events from a ledger, filtered", usage: ReplayCommand.usage, run: ReplayCommand.run),
+        Command(name: "state", summary: "token state at the head or any point in history", usage: StateCommand.usage, run: StateCommand.run),
         Command(name: "verify", summary: "re-check every block and the hash chain", usage: VerifyCommand.usage, run: VerifyCommand.run),
         Command(name: "digest", summary: "print a signed chain head", usage: DigestCommand.usage, run: DigestCommand.run),
         Command(name: "info", summary: "show a ledger's head, segments and size", usage: InfoCommand.usage, run: InfoCommand.run),

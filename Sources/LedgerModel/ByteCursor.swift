@@ -35,7 +35,7 @@ public struct ByteCursor {
     public var isAtEnd: Bool { offset >= end }
 
     /// - Returns: nil when the varint runs past the end or is longer than 10 bytes.
-    @inline(__always) public mutating func varint() -> UInt64? {
+    @inlinable @inline(__always) public mutating func varint() -> UInt64? {
         var result: UInt64 = 0
         var shift: UInt64 = 0
         while offset < end {
@@ -50,14 +50,14 @@ public struct ByteCursor {
         return nil
     }
 
-    @inline(__always) public mutating func byte() -> UInt8? {
+    @inlinable @inline(__always) public mutating func byte() -> UInt8? {
         guard offset < end else { return nil }
         defer { offset += 1 }
         return base[offset]
     }
 
     /// - Returns: nil when fewer than `count` bytes remain.
-    @inline(__always) public mutating func bytes(_ count: Int) -> UnsafeRawBufferPointer? {
+    @inlinable @inline(__always) public mutating func bytes(_ count: Int) -> UnsafeRawBufferPointer? {
         guard count >= 0, count <= end - offset else { return nil }
         defer { offset += count }
         return UnsafeRawBufferPointer(rebasing: base[offset..<(offset + count)])

@@ -98,7 +98,7 @@ extension Projection {
     }
 
     /// Every token (unknown ones too), in the order the ledger first named them.
-    public func forEachToken(clock: Int64, _ body: (TokenView) throws -> Void) rethrows {
+    public func forEachToken<E: Error>(clock: Int64, _ body: (TokenView) throws(E) -> Void) throws(E) {
         for i in 0..<UInt32(records.count) { try body(view(i, clock: clock)) }
     }
 

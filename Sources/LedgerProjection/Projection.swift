@@ -140,7 +140,7 @@ public final class Projection {
     var ids = TokenIDTable()
     var records = RecordPages()
     var names = NameTable()
-    var counters: [CounterKey: UInt64] = [:]
+    var counters = CounterTable()
     var anomalyRecords: [AnomalyRecord] = []
     var markerRecords: [MarkerRecord] = []
     var rejection: [UInt64: RejectionStats] = [:]
@@ -269,7 +269,7 @@ public final class Projection {
         let key = CounterKey(type: event.type.rawValue, release: event.release.map { names.intern($0) } ?? TokenRecord.none,
                              track: event.track.map { names.intern($0) } ?? TokenRecord.none,
                              gateway: event.gateway.map { names.intern($0) } ?? TokenRecord.none, reason: TokenRecord.none)
-        counters[key, default: 0] += 1
+        counters.add(key, 1)
         markerRecords.append(MarkerRecord(seq: seq, ts: event.ts, type: event.type, marker: event.marker ?? "",
                                           release: event.release, track: event.track, weight: event.weight))
     }
@@ -279,7 +279,7 @@ public final class Projection {
                                  sub: UInt32, client: UInt32, release: UInt32, track: UInt32, gateway: UInt32,
                                  reason: UInt32, tokenType: UInt32, exp: Int64) {
         noteEvent(seq: seq, ts: ts)
-        counters[CounterKey(type: type.rawValue, release: release, track: track, gateway: gateway, reason: reason), default: 0] += 1
+        counters.add(CounterKey(type: type.rawValue, release: release, track: track, gateway: gateway, reason: reason), 1)
 
         if token != TokenRecord.none {
             let r = records.pointer(token)

@@ -133,7 +133,7 @@ enum SnapshotBody {
             v(UInt64(r.flags))
         }
         v(UInt64(p.counters.count))
-        for (k, count) in p.counters.sorted(by: { ($0.key.type, $0.key.release, $0.key.track, $0.key.gateway, $0.key.reason) < ($1.key.type, $1.key.release, $1.key.track, $1.key.gateway, $1.key.reason) }) {
+        for (k, count) in p.counters.entries {
             v(UInt64(k.type)); ref(k.release); ref(k.track); ref(k.gateway); ref(k.reason); v(count)
         }
         v(UInt64(p.anomalyRecords.count))
@@ -196,11 +196,11 @@ enum SnapshotBody {
         let nameLimit = UInt64(names.names.count)
 
         let idCount = try count("token count")
+        p.ids = TokenIDTable(capacity: idCount)
         for _ in 0..<idCount {
             let n = try v("token id length")
             guard n <= UInt64(TokenIDTable.idBytesMax), let b = c.bytes(Int(n)) else { throw fail("token id") }
-            let (_, isNew) = p.ids.findOrInsert(b)
-            guard isNew else { throw fail("token table (duplicate id)") }
+            p.ids.appendUnindexed(b)
         }
         let recordCount = try count("record count")
         guard recordCount == idCount else { throw fail("record count \(recordCount) for \(idCount) tokens") }
@@ -241,7 +241,7 @@ enum SnapshotBody {
             guard type <= 255, EventType(rawValue: UInt8(type)) != nil else { throw fail("counter type") }
             let key = CounterKey(type: UInt8(type), release: try ref("counter release", nameLimit), track: try ref("counter track", nameLimit),
                                  gateway: try ref("counter gateway", nameLimit), reason: try ref("counter reason", nameLimit))
-            p.counters[key] = try v("counter value")
+            p.counters.add(key, try v("counter value"))
         }
         let anomalyCount = try count("anomaly count")
         p.anomalyRecords.reserveCapacity(anomalyCount)

@@ -110,14 +110,20 @@ final class TokenIDTable {
     private var arenaUsed = TokenIDTable.arenaPageBytes
     /// Per record: arena page << 32 | offset << 12 | length.
     private var locations: [UInt64] = []
-    private var slots: UnsafeMutablePointer<UInt32>
+    /// Open addressing, linear probing. A slot is the id's 32-bit hash tag << 32 | record + 1
+    /// (0 = empty): the tag spares a byte comparison on almost every probe that misses, and
+    /// growing re-places slots from their tags without hashing any id again.
+    private var slots: UnsafeMutablePointer<UInt64>
     private var slotMask: Int
     var count: Int { locations.count }
 
-    init() {
-        slotMask = 1023
-        slots = .allocate(capacity: slotMask + 1)
-        slots.initialize(repeating: 0, count: slotMask + 1)
+    init(capacity: Int = 0) {
+        var size = 1024
+        while size * 7 < capacity * 10 { size *= 2 }
+        slotMask = size - 1
+        slots = .allocate(capacity: size)
+        slots.initialize(repeating: 0, count: size)
+        locations.reserveCapacity(capacity)
     }
 
     deinit {
@@ -125,8 +131,8 @@ final class TokenIDTable {
         for p in arena { p.deallocate() }
     }
 
-    @inline(__always) private static func hash(_ bytes: UnsafeRawBufferPointer) -> Int {
-        Int(truncatingIfNeeded: XXH64.hash(bytes, seed: seed))
+    @inline(__always) private static func tag(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        XXH64.hash(bytes, seed: seed) >> 32
     }
 
     @inline(__always) func bytes(of index: UInt32) -> UnsafeRawBufferPointer {
@@ -145,14 +151,16 @@ final class TokenIDTable {
     }
 
     func find(_ bytes: UnsafeRawBufferPointer) -> UInt32? {
+        if !indexed { buildIndex() }
         guard bytes.count <= TokenIDTable.idBytesMax else {
             return find(TokenFingerprint.normalize(String(decoding: bytes, as: UTF8.self)))
         }
-        var i = TokenIDTable.hash(bytes) & slotMask
+        let tag = TokenIDTable.tag(bytes)
+        var i = Int(tag) & slotMask
         while true {
             let s = slots[i]
             if s == 0 { return nil }
-            if equal(s - 1, bytes) { return s - 1 }
+            if s >> 32 == tag, equal(UInt32(truncatingIfNeeded: s) - 1, bytes) { return UInt32(truncatingIfNeeded: s) - 1 }
             i = (i + 1) & slotMask
         }
     }
@@ -169,19 +177,21 @@ final class TokenIDTable {
     }
 
     func findOrInsert(_ bytes: UnsafeRawBufferPointer) -> (UInt32, Bool) {
+        if !indexed { buildIndex() }
         guard bytes.count <= TokenIDTable.idBytesMax else {
             return findOrInsert(TokenFingerprint.normalize(String(decoding: bytes, as: UTF8.self)))
         }
-        var i = TokenIDTable.hash(bytes) & slotMask
+        let tag = TokenIDTable.tag(bytes)
+        var i = Int(tag) & slotMask
         while true {
             let s = slots[i]
             if s == 0 { break }
-            if equal(s - 1, bytes) { return (s - 1, false) }
+            if s >> 32 == tag, equal(UInt32(truncatingIfNeeded: s) - 1, bytes) { return (UInt32(truncatingIfNeeded: s) - 1, false) }
             i = (i + 1) & slotMask
         }
         let index = UInt32(locations.count)
         store(bytes)
-        slots[i] = index + 1
+        slots[i] = tag << 32 | UInt64(index + 1)
         if locations.count * 10 > (slotMask + 1) * 7 { grow() }
         return (index, true)
     }
@@ -197,14 +207,42 @@ final class TokenIDTable {
         arenaUsed += bytes.count
     }
 
+    /// Loading a snapshot appends ids without indexing them: a summary or a plan never looks an
+    /// id up, and hashing a million ids into a cold table was a quarter of the load time.
+    private(set) var indexed = true
+
+    /// Appends an id known to be new (a snapshot's ids were unique when written). Only valid
+    /// before the first lookup.
+    func appendUnindexed(_ bytes: UnsafeRawBufferPointer) {
+        precondition(bytes.count <= TokenIDTable.idBytesMax)
+        indexed = false
+        store(bytes)
+    }
+
+    private func buildIndex() {
+        indexed = true
+        var size = slotMask + 1
+        while size * 7 < locations.count * 10 { size *= 2 }
+        slots.deallocate()
+        slotMask = size - 1
+        slots = .allocate(capacity: size)
+        slots.initialize(repeating: 0, count: size)
+        for index in 0..<UInt32(locations.count) {
+            let tag = TokenIDTable.tag(bytes(of: index))
+            var i = Int(tag) & slotMask
+            while slots[i] != 0 { i = (i + 1) & slotMask }
+            slots[i] = tag << 32 | UInt64(index + 1)
+        }
+    }
+
     private func grow() {
         let newMask = (slotMask + 1) * 2 - 1
-        let newSlots = UnsafeMutablePointer<UInt32>.allocate(capacity: newMask + 1)
+        let newSlots = UnsafeMutablePointer<UInt64>.allocate(capacity: newMask + 1)
         newSlots.initialize(repeating: 0, count: newMask + 1)
-        for index in 0..<UInt32(locations.count) {
-            var i = TokenIDTable.hash(bytes(of: index)) & newMask
+        for j in 0...slotMask where slots[j] != 0 {
+            var i = Int(slots[j] >> 32) & newMask
             while newSlots[i] != 0 { i = (i + 1) & newMask }
-            newSlots[i] = index + 1
+            newSlots[i] = slots[j]
         }
         slots.deallocate()
         slots = newSlots
@@ -212,11 +250,11 @@ final class TokenIDTable {
     }
 
     func copy() -> TokenIDTable {
-        let c = TokenIDTable()
+        let c = TokenIDTable(capacity: locations.count)
         for index in 0..<UInt32(locations.count) { _ = c.findOrInsert(bytes(of: index)) }
         return c
     }
 
     /// Bytes held, for the memory figures in BENCHMARKS.md.
-    var residentBytes: Int { arena.count * TokenIDTable.arenaPageBytes + locations.capacity * 8 + (slotMask + 1) * 4 }
+    var residentBytes: Int { arena.count * TokenIDTable.arenaPageBytes + locations.capacity * 8 + (slotMask + 1) * 8 }
 }
