@@ -330,7 +330,9 @@ final class NDJSONImporter: @unchecked Sendable {
                     let event = try decoder.decode(line: line, lineNumber: lineNumber)
                     encoder.append(event)
                     result.events += 1
-                    if encoder.count >= blockEventsMax { sealBlock() }
+                    // A marker ends its block, so the chain hash "at the marker" is a block's hash
+                    // that verify can check and a rollback can verify up to exactly.
+                    if encoder.count >= blockEventsMax || event.type.isMarker { sealBlock() }
                 } catch {
                     result.errors.append(error as? EventDecodeError ?? EventDecodeError(line: lineNumber, reason: "\(error)"))
                     if !options.skipInvalid { break }

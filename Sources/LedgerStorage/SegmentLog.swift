@@ -111,7 +111,8 @@ public final class SegmentLog: @unchecked Sendable {
 
     // MARK: Appending
 
-    /// Encodes `events` into blocks of at most `blockEventsMax` and appends them as one commit.
+    /// Encodes `events` into blocks of at most `blockEventsMax`, each deployment marker ending
+    /// its block (so a marker's chain hash is a block's), and appends them as one commit.
     @discardableResult
     public func append(_ events: [Event]) throws(StorageError) -> AppendResult {
         var encoded = [EncodedBlock]()
@@ -119,7 +120,8 @@ public final class SegmentLog: @unchecked Sendable {
         // Zero or less would make empty blocks forever.
         let perBlock = max(1, options.blockEventsMax)
         while start < events.count {
-            let end = min(events.count, start + perBlock)
+            var end = min(events.count, start + perBlock)
+            if let marker = events[start..<end].firstIndex(where: { $0.type.isMarker }) { end = marker + 1 }
             encoded.append(try EncodedBlock(events: events[start..<end]))
             start = end
         }

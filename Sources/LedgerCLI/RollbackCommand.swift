@@ -1,0 +1,113 @@
+import LedgerModel
+import LedgerProjection
+import LedgerStorage
+
+enum RollbackCommand {
+    static let usage = """
+    usage: tokenledger rollback --data DIR --to M [--policy revoke|keep] [--dry-run]
+                                [--format json|table] [--id ROLLBACK_MARKER]
+
+    Rolls token state back to deployment marker M (PRODUCT.md "Rollback semantics"): active
+    tokens created after M by a release no marker up to M names are revoked (policy revoke,
+    the default) or only listed (keep); tokens with no release are listed as unattributed and
+    kept; tokens of releases known at M are kept; tokens revoked since M stay revoked.
+    The chain is verified up to M first; a ledger whose history does not verify is refused.
+    Without --dry-run, appends a "rollback" marker (id ROLLBACK_MARKER, default
+    rollback-<its seq>) and one "revoked" event (reason "rollback") per token, in one commit,
+    and prints the plan and what was appended.
+
+      --format F   json (default; one object: marker, revoke, kept_known, unattributed,
+                   stay_revoked, ...) or table
+
+    """ + ProjectionSupport.optionsHelp
+
+    static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
+        let args = try Arguments(arguments, spec: .init(options: ProjectionSupport.options.union(["to", "policy", "format", "id"]),
+                                                        flags: ProjectionSupport.flags.union(["dry-run"])), command: "rollback")
+        let target = try args.required("to")
+        guard let policy = RollbackPolicy(rawValue: args.string("policy") ?? "revoke") else { throw .usage("rollback", "--policy must be revoke or keep") }
+        let format = args.string("format") ?? "json"
+        guard format == "json" || format == "table" else { throw .usage("rollback", "--format must be json or table") }
+        let dryRun = args.has("dry-run")
+        let directory = try args.required("data")
+        let (log, engine, _) = try ProjectionSupport.open(args, writable: !dryRun)
+        if !dryRun && log.isReadOnly {
+            throw .failure("rollback", "the ledger is read-only (\(log.recovery.damage.first.map { "\($0)" } ?? "damaged")); nothing appended")
+        }
+        let now = try ProjectionSupport.state(engine, at: .head, command: "rollback")
+        guard let marker = now.projection.marker(named: target) else {
+            let known = now.projection.markers.map(\.marker)
+            throw .failure("rollback", "unknown marker \"\(target)\" (" + (known.isEmpty ? "the ledger has no markers" : "known: " + known.suffix(12).joined(separator: ", ")) + "); nothing changed")
+        }
+        let wallClock = SystemClock().nowMs()
+        guard marker.ts <= wallClock else {
+            throw .failure("rollback", "marker \(target) is dated \(ProjectionSupport.time(marker.ts)), which is not in the past (now \(ProjectionSupport.time(wallClock))); nothing changed")
+        }
+
+        // The decision rests on the history up to the marker: prove it first.
+        var verifier = Verifier(directory: directory)
+        verifier.stopAtSeq = marker.seq
+        let report: VerifyReport
+        do { report = try verifier.run() } catch { throw .failure("rollback", "cannot verify the ledger: \(error); nothing changed") }
+        if let problem = report.problem {
+            throw .failure("rollback", "the ledger's history up to marker \(target) (seq \(marker.seq)) does not verify: \(problem); nothing changed")
+        }
+
+        let plan: RollbackPlan
+        do { plan = try now.projection.rollbackPlan(to: target, policy: policy) } catch { throw .failure("rollback", "\(error); nothing changed") }
+        let out = OutputStream(fd: 1)
+        if dryRun {
+            try out.write(format == "json" ? plan.json + "\n" : table(plan, verified: report, appended: nil))
+            try out.flush()
+            return 0
+        }
+
+        let markerID = args.string("id") ?? "rollback-\(log.lastSeq + 1)"
+        guard now.projection.marker(named: markerID) == nil else { throw .failure("rollback", "marker id \(markerID) is already on the ledger; nothing changed") }
+        let ts = max(wallClock, now.projection.headClock)
+        let events = now.projection.rollbackEvents(plan, ts: ts, markerID: markerID)
+        let appended: AppendResult
+        do {
+            // One commit, fsynced before it is reported (the log's default policy).
+            appended = try log.append(events)
+            try log.close()
+        } catch {
+            throw .failure("rollback", "appending the rollback failed: \(error)")
+        }
+        if format == "json" {
+            var w = JSONObjectWriter()
+            w.string("rollback_marker", markerID)
+            w.int("first_seq", Int64(appended.firstSeq)); w.int("last_seq", Int64(appended.lastSeq))
+            w.string("chain_hash", appended.chainHash.hex)
+            w.int("revoked", Int64(plan.revoke.count)); w.int("ts", ts)
+            w.raw("plan", plan.json)
+            try out.write(w.finish() + "\n")
+        } else {
+            try out.write(table(plan, verified: report, appended: (markerID, appended)))
+        }
+        try out.flush()
+        return 0
+    }
+
+    static func table(_ p: RollbackPlan, verified: VerifyReport, appended: (String, AppendResult)?) -> String {
+        var s = "rollback to \(p.marker.marker): \(p.marker.type.name) of \(p.marker.release ?? "-") on \(p.marker.track ?? "-") at seq \(p.marker.seq), \(ProjectionSupport.time(p.marker.ts))\n"
+        s += "  history verified through seq \(verified.lastSeq) (chain \(verified.chainHash.hex.prefix(16))…)\n"
+        s += "  state now: seq \(p.headSeq), clock \(ProjectionSupport.time(p.headClock))\n"
+        s += "  releases known at the marker: \(p.knownReleases.isEmpty ? "none" : p.knownReleases.joined(separator: ", "))\n"
+        s += "  releases rolled back:        \(p.rolledBackReleases.isEmpty ? "none" : p.rolledBackReleases.joined(separator: ", "))\n"
+        s += "  policy \(p.policy.rawValue)\n"
+        s += "    revoke                  \(p.revoke.count)\n"
+        if p.policy == .keep { s += "    kept (unknown release)  \(p.keptUnknownRelease)\n" }
+        s += "    kept (known release)    \(p.keptKnown)\n"
+        s += "    unattributed (kept)     \(p.unattributed)\n"
+        s += "    stay revoked            \(p.stayRevoked)\n"
+        for id in p.revoke.prefix(10) { s += "      revoke \(id)\n" }
+        if p.revoke.count > 10 { s += "      … and \(p.revoke.count - 10) more (--format json lists all)\n" }
+        if let (id, a) = appended {
+            s += "appended marker \(id) and \(p.revoke.count) revocations: seq \(a.firstSeq)-\(a.lastSeq), chain \(a.chainHash.hex)\n"
+        } else {
+            s += "dry run: nothing appended\n"
+        }
+        return s
+    }
+}
