@@ -5,7 +5,7 @@ import LedgerStorage
 enum StateCommand {
     static let usage = """
     usage: tokenledger state --data DIR [--at-seq N | --at-time T | --at-marker M]
-                             [--summary | --token ID | --format ndjson|table]
+                             [--summary | --token ID | --anomalies | --format ndjson|table]
 
     Token state rebuilt from the ledger, at the head or at a point in its history (PRODUCT.md
     "Token state rules": at seq N the clock is the largest ts applied; at time T only events
@@ -14,6 +14,9 @@ enum StateCommand {
       --summary        the summary object as one JSON line: seq, clock, tokens, active,
                        expired, revoked, superseded, unknown, anomalies by kind
       --token ID       one token's state as JSON (a raw JWT is fingerprinted first)
+      --anomalies      the anomalies raised up to the point, in order, as NDJSON (or
+                       --format table): revoked_validated, expired_accepted,
+                       never_issued_validated, rejection_rate
       --format F       every token, one per line: ndjson or table
       (none)           the summary, for people
       --at-seq N, --at-time T (epoch ms or RFC 3339), --at-marker M
@@ -22,12 +25,14 @@ enum StateCommand {
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
         let args = try Arguments(arguments, spec: .init(options: ProjectionSupport.options.union(["at-seq", "at-time", "at-marker", "token", "format"]),
-                                                        flags: ProjectionSupport.flags.union(["summary"])), command: "state")
+                                                        flags: ProjectionSupport.flags.union(["summary", "anomalies"])), command: "state")
         let point = try ProjectionSupport.point(args)
         let format = args.string("format")
         if let format, format != "ndjson" && format != "table" { throw .usage("state", "--format must be ndjson or table") }
-        let modes = (args.has("summary") ? 1 : 0) + (args.string("token") != nil ? 1 : 0) + (format != nil && args.string("token") == nil ? 1 : 0)
-        guard modes <= 1 else { throw .usage("state", "give one of --summary, --token, --format") }
+        let listing = args.string("token") == nil && !args.has("anomalies")
+        let modes = (args.has("summary") ? 1 : 0) + (args.string("token") != nil ? 1 : 0) + (args.has("anomalies") ? 1 : 0)
+            + (format != nil && listing ? 1 : 0)
+        guard modes <= 1 else { throw .usage("state", "give one of --summary, --token, --anomalies, --format") }
         let (_, engine, _) = try ProjectionSupport.open(args)
         let result = try ProjectionSupport.state(engine, at: point, command: "state")
         let p = result.projection
@@ -42,6 +47,20 @@ enum StateCommand {
                 throw .failure("state", "token \(id) does not appear in the ledger at \(point)")
             }
             if format == "table" { try out.write(table(view)) } else { try out.write(view.json + "\n") }
+        } else if args.has("anomalies") {
+            if format == "table" {
+                try out.write("SEQ         TIME (UTC)                ANOMALY                 TOKEN                    RELEASE    TRACK    GATEWAY  DETAIL\n")
+            }
+            for a in p.anomalies {
+                if format == "table" {
+                    let detail = a.rate.map { "rejection rate \(String(format1: $0 * 100))% vs stable \(String(format1: (a.stableRate ?? 0) * 100))%" } ?? ""
+                    try out.write(ProjectionSupport.cell(String(a.seq), 12) + ProjectionSupport.cell(ProjectionSupport.time(a.ts), 26)
+                                  + ProjectionSupport.cell(a.kind.name, 24) + ProjectionSupport.cell(a.token, 25) + ProjectionSupport.cell(a.release, 11)
+                                  + ProjectionSupport.cell(a.track, 9) + ProjectionSupport.cell(a.gateway, 9) + detail + "\n")
+                } else {
+                    try out.write(a.json + "\n")
+                }
+            }
         } else if format == "ndjson" {
             try p.forEachToken(clock: result.clock) { (view) throws(CLIError) in
                 out.buffer.append(contentsOf: view.json.utf8)

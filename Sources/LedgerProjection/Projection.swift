@@ -67,6 +67,14 @@ public struct Anomaly: Sendable, Equatable {
     /// For `rejectionRate`: the release's and the stable track's rejection rates (0...1).
     public var rate: Double?
     public var stableRate: Double?
+
+    public var json: String {
+        var w = JSONObjectWriter()
+        w.int("seq", Int64(seq)); w.int("ts", ts); w.string("anomaly", kind.name); w.string("token", token)
+        w.string("release", release); w.string("track", track); w.string("gateway", gateway)
+        w.double("rate", rate); w.double("stable_rate", stableRate)
+        return w.finish()
+    }
 }
 
 public struct MarkerRecord: Sendable, Equatable {
