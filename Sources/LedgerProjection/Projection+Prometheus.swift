@@ -50,7 +50,7 @@ extension Projection {
         // One walk over the tokens gives the status gauges, active tokens by release and the rates.
         var byStatus = [TokenStatus: UInt64]()
         var activeBy = [[String]: UInt64]()
-        let windowStart = clock - options.rateWindowMs
+        let windowStart = clock.subtractingReportingOverflow(options.rateWindowMs).overflow ? Int64.min : clock - options.rateWindowMs
         var issuedInWindow: UInt64 = 0, expiredInWindow: UInt64 = 0, revokedInWindow: UInt64 = 0
         for p in records.pages.indices {
             let page = records.pages[p]

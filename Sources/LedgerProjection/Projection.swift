@@ -104,7 +104,7 @@ struct RejectionStats: Equatable {
     var validated: UInt64 = 0
     var rejected: UInt64 = 0
     var alerted = false
-    var samples: UInt64 { validated + rejected }
+    var samples: UInt64 { validated &+ rejected }
     var rate: Double { samples == 0 ? 0 : Double(rejected) / Double(samples) }
 }
 
@@ -266,10 +266,12 @@ public final class Projection {
         return index
     }
 
+    // Counts wrap rather than trap: real ones never near 2^64, and a crafted snapshot must not
+    // be able to stop the process.
     private func noteEvent(seq: UInt64, ts: Int64) {
         lastSeq = seq
         if let m = maxTs { if ts > m { maxTs = ts } } else { maxTs = ts }
-        eventCount += 1
+        eventCount &+= 1
     }
 
     private func applyMarker(seq: UInt64, event: Event) {
@@ -315,7 +317,7 @@ public final class Projection {
                     r.pointee.track = track
                     r.pointee.tokenType = tokenType
                 } else {
-                    duplicateCreations += 1
+                    duplicateCreations &+= 1
                 }
             case .revoked:
                 if r.pointee.revokedSeq == 0 {
@@ -348,12 +350,12 @@ public final class Projection {
 
     private func noteVerdict(seq: UInt64, ts: Int64, rejected: Bool, release: UInt32, track: UInt32, gateway: UInt32) {
         if track == stableName {
-            if rejected { stable.rejected += 1 } else { stable.validated += 1 }
+            if rejected { stable.rejected &+= 1 } else { stable.validated &+= 1 }
             return
         }
         let key = UInt64(release) << 32 | UInt64(track)
         var s = rejection[key] ?? RejectionStats()
-        if rejected { s.rejected += 1 } else { s.validated += 1 }
+        if rejected { s.rejected &+= 1 } else { s.validated &+= 1 }
         if !s.alerted && s.samples >= options.rejectionSamplesMin && stable.samples >= options.rejectionSamplesMin
             && s.rate > options.rejectionFactor * stable.rate {
             s.alerted = true

@@ -123,13 +123,14 @@ public final class ProjectionEngine {
         case let .marker(id):
             // A snapshot taken at the marker knows it; otherwise the state now does.
             let markerRecord: MarkerRecord
-            if let info = trustedSnapshots().first(where: { $0.header?.marker == id }) {
+            // The oldest: where an id repeats, the first marker with it is the one meant, and a
+            // later one's snapshot knows that (its own marker list names the first).
+            if let info = trustedSnapshots().last(where: { $0.header?.marker == id }) {
                 do {
                     let p = try store!.load(info, options: options)
                     if let m = p.marker(named: id), m.seq == p.lastSeq {
                         return StateResult(projection: p, clock: m.ts, point: point, marker: m, snapshot: info.header, replayedEvents: 0, notes: notes)
                     }
-                    note("ignored snapshot \(info.name): it does not end at marker \(id) (damaged)")
                 } catch {
                     note("ignored snapshot \(info.name): \(error) (damaged)")
                 }
@@ -169,7 +170,8 @@ public final class ProjectionEngine {
         let locations = Array(log.locateBlocks(fromSeq: from, toSeq: to, until: tsMax))
         guard !locations.isEmpty else { return 0 }
         let startCount = p.eventCount
-        var lastSnapshotSeq = trustedSnapshots().first?.header?.seq ?? 0
+        // Counted from where this replay starts (a snapshot or the first event).
+        var lastSnapshotSeq = p.lastSeq
         let total = to - from + 1
         let startNs = monotonicNanoseconds()
         let prefetch = BlockPrefetcher(log: log, locations: locations)

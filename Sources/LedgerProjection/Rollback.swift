@@ -55,8 +55,10 @@ public struct RollbackPlan: Sendable, Equatable {
 }
 
 extension Projection {
+    /// Marker ids are meant to be unique; where one repeats, the first marker with it is the one
+    /// meant, so the answer never depends on how much of the ledger was read.
     public func marker(named id: String) -> MarkerRecord? {
-        markerRecords.last(where: { $0.marker == id })
+        markerRecords.first(where: { $0.marker == id })
     }
 
     /// The plan to roll back to marker `id`, judged on this projection as the state now (its

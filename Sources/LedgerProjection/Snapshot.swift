@@ -124,13 +124,14 @@ enum SnapshotBody {
             // deltas keep them to a byte or two.
             z(Int64(bitPattern: r.createdSeq &- previousCreated)); previousCreated = r.createdSeq
             z(r.issuedAt)
-            v(r.exp == .max ? 0 : zigzag(r.exp &- r.issuedAt) &+ 1)
-            v(r.lastSeen == .min ? 0 : zigzag(r.lastSeen &- r.issuedAt) &+ 1)
+            let hasExp = r.exp != .max, hasLastSeen = r.lastSeen != .min
+            v(UInt64(r.flags) | (hasExp ? 4 : 0) | (hasLastSeen ? 8 : 0))
+            if hasExp { z(r.exp &- r.issuedAt) }
+            if hasLastSeen { z(r.lastSeen &- r.issuedAt) }
             v(r.revokedSeq)
             if r.revokedSeq != 0 { z(r.revokedAt &- r.issuedAt); ref(r.revokeReason) }
             v(UInt64(r.useCount))
             ref(r.sub); ref(r.client); ref(r.release); ref(r.track); ref(r.tokenType); ref(r.parent); ref(r.child)
-            v(UInt64(r.flags))
         }
         v(UInt64(p.counters.count))
         for (k, count) in p.counters.entries {
@@ -215,10 +216,11 @@ enum SnapshotBody {
             var r = TokenRecord()
             r.createdSeq = previousCreated &+ UInt64(bitPattern: try z("created seq")); previousCreated = r.createdSeq
             r.issuedAt = try z("issued at")
-            let e = try v("exp")
-            r.exp = e == 0 ? .max : r.issuedAt &+ unzigzag(e &- 1)
-            let l = try v("last seen")
-            r.lastSeen = l == 0 ? .min : r.issuedAt &+ unzigzag(l &- 1)
+            let bits = try v("flags")
+            guard bits <= 15 else { throw fail("flags") }
+            r.flags = UInt8(bits & 3)
+            if bits & 4 != 0 { r.exp = r.issuedAt &+ (try z("exp")) }
+            if bits & 8 != 0 { r.lastSeen = r.issuedAt &+ (try z("last seen")) }
             r.revokedSeq = try v("revoked seq")
             if r.revokedSeq != 0 {
                 r.revokedAt = r.issuedAt &+ (try z("revoked at"))
@@ -230,9 +232,6 @@ enum SnapshotBody {
             r.sub = try ref("sub", nameLimit); r.client = try ref("client", nameLimit); r.release = try ref("release", nameLimit)
             r.track = try ref("track", nameLimit); r.tokenType = try ref("token type", nameLimit)
             r.parent = try ref("parent", tokenLimit); r.child = try ref("child", tokenLimit)
-            let flags = try v("flags")
-            guard flags <= 3 else { throw fail("flags") }
-            r.flags = UInt8(flags)
             _ = p.records.append(r)
         }
         let counterCount = try count("counter count")
@@ -268,6 +267,7 @@ enum SnapshotBody {
         let statsCount = try count("rejection stats count")
         for _ in 0..<statsCount {
             let key = try v("stats key")
+            guard key >> 32 < nameLimit, key & 0xFFFF_FFFF < nameLimit else { throw fail("rejection stats key") }
             p.rejection[key] = RejectionStats(validated: try v("validated"), rejected: try v("rejected"), alerted: try v("alerted") != 0)
         }
         p.stable = RejectionStats(validated: try v("stable validated"), rejected: try v("stable rejected"), alerted: try v("stable alerted") != 0)

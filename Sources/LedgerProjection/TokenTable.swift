@@ -197,7 +197,7 @@ final class TokenIDTable {
     }
 
     private func store(_ bytes: UnsafeRawBufferPointer) {
-        if arenaUsed + bytes.count > TokenIDTable.arenaPageBytes {
+        if arena.isEmpty || arenaUsed + bytes.count > TokenIDTable.arenaPageBytes {
             arena.append(.allocate(capacity: TokenIDTable.arenaPageBytes))
             arenaUsed = 0
         }

@@ -54,9 +54,8 @@ extension ProjectionEngine {
                 let event = block.event(at: i)
                 let anomaliesBefore = mini.anomalyCount
                 mini.apply(event, seq: seq)
-                let last = mini.anomalyCount > anomaliesBefore && asToken ? mini.anomalies.last?.kind : nil
-                // A release-level alert is not this token's: the full projection reports those.
-                let raised = last == .rejectionRate ? nil : last
+                // A release-level alert raised by the same event is not this token's.
+                let raised = asToken ? mini.anomalyRecords[anomaliesBefore...].first(where: { $0.kind != .rejectionRate })?.kind : nil
                 steps.append(TimelineStep(seq: seq, receivedAt: location.header.receivedAt, event: event, clock: clock,
                                           statusAfter: mini.status(of: id, clock: clock) ?? .unknown, anomaly: raised, asParent: asParent && !asToken))
             }
