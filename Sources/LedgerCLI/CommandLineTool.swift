@@ -55,7 +55,7 @@ public enum CommandLineTool {
         }
         let rest = Array(arguments.dropFirst())
         if rest.contains("--help") || rest.contains("-h") {
-            print(command.usage)
+            print(command.name == "bench" && rest.first == "projections" ? ProjectionBench.usage : command.usage)
             return 0
         }
         do {
