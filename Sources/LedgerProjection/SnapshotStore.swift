@@ -1,6 +1,7 @@
 // The snapshots directory of a ledger: `snapshots/state-<20-digit seq>.snap`, written atomically
 // (temporary file, fsync, rename, directory fsync), so a crash leaves either the old set or the
 // new file whole, never a half-written one under a real name.
+import Glibc
 import LedgerCrypto
 import LedgerModel
 import LedgerStorage
@@ -105,7 +106,8 @@ public final class SnapshotStore: @unchecked Sendable {
         header.storedBytes = UInt64(stored.count)
         header.bodyChecksum = XXH64.hash(stored)
         let name = SnapshotStore.fileName(seq: p.lastSeq)
-        let temporary = joinPath(directory, "." + name + ".tmp")
+        // Per process: two commands replaying the same ledger at once may write the same seq.
+        let temporary = joinPath(directory, "." + name + ".\(getpid()).tmp")
         let handle = try fs.open(temporary, create: true, writable: true)
         do {
             try handle.truncate(to: 0)
