@@ -19,8 +19,9 @@ let package = Package(
         // on those accesses were ~5% of a rebuild (perf), and the loop has no overlapping access.
         .target(name: "LedgerProjection", dependencies: ["LedgerModel", "LedgerStorage", "LedgerCrypto"],
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
+        .target(name: "LedgerServer", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerCrypto"]),
         .target(name: "LedgerWorkload", dependencies: ["LedgerModel"]),
-        .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerWorkload", "LedgerCrypto"]),
+        .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerServer", "LedgerWorkload", "LedgerCrypto"]),
         .executableTarget(name: "tokenledger", dependencies: ["LedgerCLI"]),
 
         .testTarget(name: "LedgerCryptoTests", dependencies: ["LedgerCrypto"]),

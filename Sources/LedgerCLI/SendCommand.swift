@@ -1,0 +1,166 @@
+import Glibc
+import LedgerModel
+import LedgerServer
+
+enum SendCommand {
+    static let usage = """
+    usage: tokenledger send --to HOST:PORT [FILE] [--batch-events N] [--window W]
+
+    Streams NDJSON (FILE or stdin) to a ledger server in framed mode: batches of N lines
+    (default 4096), up to W batches in flight (default 32). Prints how many events were
+    acknowledged and the last sequence number, also when the connection drops (then it exits
+    1), so an operator always knows what made it. A batch the server refuses is reported with
+    the input lines it held; the others still go.
+    """
+
+    final class Shared: @unchecked Sendable {
+        let cond = Condition()
+        var inFlight = 0
+        var acknowledgedEvents: UInt64 = 0
+        var lastSeq: UInt64 = 0
+        var chainHash = ""
+        var refused = 0
+        var closed = false
+        var firstLineOfBatch: [UInt64: Int] = [:]
+        var lastLineOfBatch: [UInt64: Int] = [:]
+        var unacknowledged = Set<UInt64>()
+        var readerFinished = false
+        var serverPrefaceOK = true
+    }
+
+    static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
+        let args = try Arguments(arguments, spec: .init(options: ["to", "batch-events", "window"], positionalsMax: 1), command: "send")
+        guard let endpoint = Endpoint(parsing: try args.required("to")) else { throw .usage("send", "--to expects HOST:PORT") }
+        let batchLines = Int(try args.int("batch-events", range: 1...65_536) ?? 4096)
+        let window = Int(try args.int("window", range: 1...1024) ?? 32)
+        var fd: Int32 = 0
+        var name = "stdin"
+        if let path = args.positionals.first, path != "-" {
+            fd = open(path, O_RDONLY)
+            guard fd >= 0 else { throw .failure("send", "cannot open \(path): \(String(cString: strerror(errno)))") }
+            name = path
+        }
+        defer { if fd > 0 { close(fd) } }
+
+        let socket: Socket
+        do {
+            socket = try Socket.connect(endpoint)
+            try socket.write(Frame.preface)
+        } catch { throw .failure("send", "\(error)") }
+        let shared = Shared()
+        let inputName = name
+
+        startThread {
+            var parser = FrameParser(payloadBytesMax: 1 << 20)
+            var buffer = [UInt8](repeating: 0, count: 64 << 10)
+            var preface = [UInt8]()
+            loop: while true {
+                let n = (try? buffer.withUnsafeMutableBytes { try socket.read(into: $0) }) ?? 0
+                if n == 0 { break }
+                var bytes = Array(buffer[0..<n])
+                if preface.count < Frame.preface.count {
+                    let take = min(Frame.preface.count - preface.count, bytes.count)
+                    preface += bytes.prefix(take)
+                    bytes.removeFirst(take)
+                    if !Frame.preface.starts(with: preface) {
+                        shared.cond.mutex.locked { shared.serverPrefaceOK = false }
+                        printError("tokenledger send: the server did not answer in framed mode: \(String(decoding: preface + bytes, as: UTF8.self).prefix(200))")
+                        break
+                    }
+                }
+                parser.feed(bytes)
+                do {
+                    while let frame = try parser.next() {
+                        shared.cond.mutex.locked {
+                            switch frame.type {
+                            case .ack:
+                                if let a = frame.ack {
+                                    shared.acknowledgedEvents += a.count
+                                    shared.lastSeq = max(shared.lastSeq, a.lastSeq)
+                                    shared.chainHash = a.chainHash.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+                                }
+                            case .nack:
+                                shared.refused += 1
+                                let first = shared.firstLineOfBatch[frame.id] ?? 0, last = shared.lastLineOfBatch[frame.id] ?? 0
+                                printError("tokenledger send: batch \(frame.id) (\(inputName) lines \(first)-\(last)) refused, nothing from it committed: \(frame.text)")
+                            default:
+                                printError("tokenledger send: server: \(frame.type) \(frame.text)")
+                            }
+                            if frame.type == .ack || frame.type == .nack || frame.type == .error {
+                                if shared.unacknowledged.remove(frame.id) != nil { shared.inFlight -= 1 }
+                            }
+                            shared.cond.broadcast()
+                        }
+                    }
+                } catch {
+                    printError("tokenledger send: \(error)")
+                    break loop
+                }
+            }
+            shared.cond.mutex.locked { shared.closed = true; shared.readerFinished = true; shared.cond.broadcast() }
+        }
+
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var carry = [UInt8]()
+        var batch = [UInt8]()
+        var linesInBatch = 0
+        var lineNumber = 0
+        var batchID: UInt64 = 0
+        var sentEvents = 0
+        var lost = false
+        func sendBatch() {
+            guard linesInBatch > 0 else { return }
+            batchID += 1
+            let ok: Bool = shared.cond.mutex.locked {
+                while shared.inFlight >= window && !shared.closed { shared.cond.wait() }
+                if shared.closed { return false }
+                shared.inFlight += 1
+                shared.unacknowledged.insert(batchID)
+                shared.firstLineOfBatch[batchID] = lineNumber - linesInBatch + 1
+                shared.lastLineOfBatch[batchID] = lineNumber
+                return true
+            }
+            if ok {
+                do { try socket.write(Frame(.batch, id: batchID, payload: batch).encoded) } catch { lost = true }
+                sentEvents += linesInBatch
+            } else {
+                lost = true
+            }
+            batch.removeAll(keepingCapacity: true)
+            linesInBatch = 0
+        }
+        reading: while !lost {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; throw .failure("send", "reading \(name): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            var start = 0
+            for i in 0..<n where buffer[i] == 0x0A {
+                lineNumber += 1
+                if !carry.isEmpty { batch += carry; carry.removeAll() }
+                batch += buffer[start...i]
+                start = i + 1
+                linesInBatch += 1
+                if linesInBatch >= batchLines || batch.count >= 4 << 20 { sendBatch(); if lost { break reading } }
+            }
+            carry += buffer[start..<n]
+        }
+        if !carry.isEmpty && !lost { lineNumber += 1; batch += carry; batch.append(0x0A); linesInBatch += 1 }
+        if !lost { sendBatch() }
+        shared.cond.mutex.locked { while shared.inFlight > 0 && !shared.closed { shared.cond.wait() } }
+        socket.shutdownBoth()
+        shared.cond.mutex.locked { while !shared.readerFinished { shared.cond.wait() } }
+        socket.close()
+
+        let (acked, lastSeq, chain, refused, missing, serverPrefaceOK) = shared.cond.mutex.locked {
+            (shared.acknowledgedEvents, shared.lastSeq, shared.chainHash, shared.refused, shared.unacknowledged.count, shared.serverPrefaceOK)
+        }
+        let summary = "acknowledged \(acked) events" + (lastSeq > 0 ? ", last seq \(lastSeq)" + (chain.isEmpty ? "" : " (chain \(chain))") : "")
+        if !serverPrefaceOK || lost || missing > 0 {
+            printError("tokenledger send: connection lost with \(missing) batches unacknowledged; \(summary); lines after the last acknowledged batch may not be on the ledger")
+            print(summary)
+            return 1
+        }
+        print(summary + (refused > 0 ? "; \(refused) batches refused" : ""))
+        return refused > 0 ? 1 : 0
+    }
+}

@@ -1,0 +1,84 @@
+import Glibc
+import LedgerModel
+import LedgerServer
+import LedgerStorage
+
+enum ServeCommand {
+    static let usage = """
+    usage: tokenledger serve --data DIR [--listen HOST:PORT] [--fsync always|never]
+                             [--connections-max N] [--quiet]
+
+    Takes gateway events over TCP (PROTOCOL.md): NDJSON lines from fire-and-forget shippers
+    (nc, socat, Kong tcp-log), or framed batches acknowledged once durable, on the same port.
+    All connections share one group commit: one fsync for everything waiting.
+    SIGTERM or SIGINT: stop accepting, commit and acknowledge what was received, close.
+
+      --listen HOST:PORT   where to listen (default 127.0.0.1:7400; port 0 picks a free one).
+                           The address is printed on stdout as "listening HOST:PORT".
+      --fsync P            always (default: an acknowledged batch survives power loss) or
+                           never (acknowledged once written to the OS: survives kill -9 only)
+      --connections-max N  connections at once (default 256); more are refused with a message
+    """
+
+    static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
+        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max"], flags: ["quiet"]), command: "serve")
+        let directory = try args.required("data")
+        var options = ServerOptions()
+        if let text = args.string("listen") {
+            guard let e = Endpoint(parsing: text) else { throw .usage("serve", "--listen expects HOST:PORT (IPv4), got \"\(text)\"") }
+            options.listen = e
+        }
+        if let n = try args.int("connections-max", range: 1...10_000) { options.connectionsMax = Int(n) }
+        var fsync = FsyncPolicy.always
+        if let text = args.string("fsync") {
+            switch text {
+            case "always": fsync = .always
+            case "never": fsync = .never
+            default: throw .usage("serve", "--fsync must be always or never (an interval policy would acknowledge before fsync)")
+            }
+        }
+        let quiet = args.has("quiet")
+
+        // Signals go to this thread only (sigwait below); every thread started later inherits
+        // the mask.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let log: SegmentLog
+        do { log = try SegmentLog.open(directory: directory, options: LogOptions(fsync: fsync)) } catch {
+            throw .failure("serve", "\(error)")
+        }
+        if let cut = log.recovery.tailCut { printError("serve: recovered: \(cut)") }
+        if log.isReadOnly {
+            throw .failure("serve", "the ledger is read-only: \(log.recovery.damage.first.map { "\($0)" } ?? "damaged"); not serving")
+        }
+        let server = LedgerServer(log: log, options: options, logger: { message in if !quiet { printError("serve: " + message) } })
+        do { try server.start() } catch { throw .failure("serve", "\(error)") }
+        // Unbuffered, so a script reading the port sees it now.
+        let line = Array("listening \(options.listen.host):\(server.port)\n".utf8)
+        _ = line.withUnsafeBytes { Glibc.write(1, $0.baseAddress!, $0.count) }
+        printError("serve: ledger \(directory) at seq \(log.lastSeq); listening on \(options.listen.host):\(server.port), fsync \(fsync)")
+
+        var last = server.statistics
+        while true {
+            var timeout = timespec(tv_sec: 5, tv_nsec: 0)
+            let sig = sigtimedwait(&signals, nil, &timeout)
+            if sig == SIGTERM || sig == SIGINT {
+                printError("serve: \(sig == SIGTERM ? "SIGTERM" : "SIGINT"): finishing what is in flight")
+                break
+            }
+            let now = server.statistics
+            if !quiet && now != last {
+                printError("serve: \(now.eventsCommitted) events committed, head seq \(log.lastSeq); \(now.connectionsOpen) connections open; \(now.batchesAcknowledged) batches acknowledged, \(now.batchesRefused) refused; \(now.linesRejected) lines rejected")
+                last = now
+            }
+        }
+        server.stop()
+        let s = server.statistics
+        printError("serve: stopped at seq \(log.lastSeq): \(s.eventsCommitted) events committed this run, \(s.batchesAcknowledged) batches acknowledged, \(s.linesRejected) lines rejected")
+        return 0
+    }
+}

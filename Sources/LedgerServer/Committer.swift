@@ -1,0 +1,120 @@
+// Group commit across all connections: connection threads parse and encode their batches into
+// blocks (in parallel), then hand them here; one thread appends everything waiting as one
+// `SegmentLog.append(encoded:)` — one write per segment, one fsync — and only then completes
+// each submission with its sequence range and the chain hash after it.
+//
+// The queue is bounded in events: when the disk is slow, `submit` blocks, the connection
+// thread stops reading, and TCP pushes back on the client. Memory does not grow.
+import LedgerCrypto
+import LedgerModel
+import LedgerStorage
+
+public struct Committed: Sendable, Equatable {
+    public let firstSeq: UInt64
+    public let lastSeq: UInt64
+    public let chainHash: Digest32
+}
+
+final class Committer: @unchecked Sendable {
+    struct Submission {
+        var blocks: [EncodedBlock]
+        var eventCount: Int
+        var completion: @Sendable (Result<Committed, StorageError>) -> Void
+    }
+
+    let log: SegmentLog
+    let queueEventsMax: Int
+    private let condition = Condition()
+    private var queue: [Submission] = []
+    private var queuedEvents = 0
+    private var stopping = false
+    private var stopped = false
+    /// Set once an append failed: the log refuses appends until reopened, so does the server.
+    private(set) var failure: StorageError?
+    /// Called on the committer thread after each commit with (events, commit latency ns).
+    var onCommit: (@Sendable (Int, UInt64) -> Void)?
+
+    init(log: SegmentLog, queueEventsMax: Int) {
+        self.log = log
+        self.queueEventsMax = queueEventsMax
+    }
+
+    func start() {
+        startThread { [self] in run() }
+    }
+
+    /// Queues blocks for the next commit, waiting while the queue is full.
+    /// - Returns: false when the committer stopped or failed (the completion is not called).
+    func submit(_ s: Submission) -> Bool {
+        condition.mutex.lock()
+        defer { condition.mutex.unlock() }
+        while !stopping && failure == nil && queuedEvents > 0 && queuedEvents + s.eventCount > queueEventsMax {
+            condition.wait()
+        }
+        guard !stopping, failure == nil else { return false }
+        queue.append(s)
+        queuedEvents += s.eventCount
+        condition.broadcast()
+        return true
+    }
+
+    var queueDepth: Int { condition.mutex.locked { queuedEvents } }
+
+    /// Commits what is queued, then stops the thread. Returns when it has.
+    func stop() {
+        condition.mutex.lock()
+        stopping = true
+        condition.broadcast()
+        while !stopped { condition.wait() }
+        condition.mutex.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.mutex.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty {
+                stopped = true
+                condition.broadcast()
+                condition.mutex.unlock()
+                return
+            }
+            let taken = queue
+            queue.removeAll(keepingCapacity: true)
+            queuedEvents = 0
+            condition.broadcast()
+            condition.mutex.unlock()
+            commit(taken)
+        }
+    }
+
+    private func commit(_ taken: [Submission]) {
+        let start = monotonicNanoseconds()
+        if let failure {
+            for s in taken { s.completion(.failure(failure)) }
+            return
+        }
+        var blocks = [EncodedBlock]()
+        for s in taken { blocks.append(contentsOf: s.blocks) }
+        do {
+            let result = try log.append(encoded: blocks)
+            // Each submission is whole blocks, so the chain hash after it is a block's.
+            var seq = result.firstSeq
+            var blockIndex = log.blocks.count - blocks.count
+            for s in taken {
+                let first = seq
+                seq += UInt64(s.eventCount)
+                blockIndex += s.blocks.count
+                let hash = log.blocks[blockIndex - 1].header.chainHash
+                s.completion(.success(Committed(firstSeq: first, lastSeq: seq - 1, chainHash: hash)))
+            }
+            onCommit?(blocks.reduce(0) { $0 + $1.eventCount }, monotonicNanoseconds() - start)
+        } catch {
+            condition.mutex.locked {
+                failure = error
+                condition.broadcast()
+            }
+            for s in taken { s.completion(.failure(error)) }
+        }
+    }
+}

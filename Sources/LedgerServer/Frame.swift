@@ -1,0 +1,159 @@
+// Framed mode's wire unit (PROTOCOL.md "Framed mode"): a little-endian length, a type, a
+// request id and a payload. `FrameParser` takes bytes in whatever pieces the socket gives and
+// hands back whole frames; it never trusts a length it has not checked against the limit.
+
+public enum FrameType: UInt8, Sendable, CaseIterable {
+    // Client → server
+    case hello = 0x01
+    case batch = 0x02
+    case subscribe = 0x03
+    case ping = 0x04
+    // Server → client
+    case welcome = 0x81
+    case ack = 0x82
+    case nack = 0x83
+    case event = 0x84
+    case alert = 0x85
+    case pong = 0x86
+    case subscribed = 0x87
+    case error = 0x8F
+}
+
+public struct Frame: Sendable, Equatable {
+    /// The 8 bytes a framed-mode client sends first (and the server answers with).
+    public static let preface: [UInt8] = Array("TLFRAME1".utf8)
+    /// Bytes of the header after the length field: type, flags, reserved, id.
+    public static let headerBytes = 12
+    public static let lengthBytes = 4
+
+    public var type: FrameType
+    public var id: UInt64
+    public var payload: [UInt8]
+
+    public init(_ type: FrameType, id: UInt64, payload: [UInt8] = []) {
+        self.type = type; self.id = id; self.payload = payload
+    }
+
+    public init(_ type: FrameType, id: UInt64, text: String) {
+        self.init(type, id: id, payload: Array(text.utf8))
+    }
+
+    public var text: String { String(decoding: payload, as: UTF8.self) }
+
+    public func encode(into out: inout [UInt8]) {
+        let length = UInt32(Frame.headerBytes + payload.count)
+        withUnsafeBytes(of: length.littleEndian) { out.append(contentsOf: $0) }
+        out.append(type.rawValue)
+        out.append(0)
+        out.append(0); out.append(0)
+        withUnsafeBytes(of: id.littleEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: payload)
+    }
+
+    public var encoded: [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(Frame.lengthBytes + Frame.headerBytes + payload.count)
+        encode(into: &out)
+        return out
+    }
+
+    /// The ACK payload: first seq, last seq, event count, chain hash after the batch.
+    public static func ackPayload(firstSeq: UInt64, lastSeq: UInt64, count: UInt64, chainHash: [UInt8]) -> [UInt8] {
+        var out = [UInt8]()
+        for v in [firstSeq, lastSeq, count] { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
+        out.append(contentsOf: chainHash)
+        return out
+    }
+
+    public struct Ack: Sendable, Equatable {
+        public var firstSeq: UInt64
+        public var lastSeq: UInt64
+        public var count: UInt64
+        public var chainHash: [UInt8]
+    }
+
+    public var ack: Ack? {
+        guard type == .ack, payload.count == 56 else { return nil }
+        func get(_ at: Int) -> UInt64 {
+            var v: UInt64 = 0
+            for i in 0..<8 { v |= UInt64(payload[at + i]) << (8 * UInt64(i)) }
+            return v
+        }
+        return Ack(firstSeq: get(0), lastSeq: get(8), count: get(16), chainHash: Array(payload[24..<56]))
+    }
+}
+
+public struct FrameError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Byte offset in the connection's stream where the bad frame starts.
+    public let offset: UInt64
+    public let reason: String
+    public var description: String { "frame at stream byte \(offset): \(reason)" }
+}
+
+/// Cuts a byte stream into frames. Feed it what the socket returned; take frames until nil.
+public struct FrameParser {
+    public let payloadBytesMax: Int
+    private var buffer: [UInt8] = []
+    private var start = 0
+    /// Stream offset of `buffer[start]`.
+    private var offset: UInt64 = 0
+
+    public init(payloadBytesMax: Int) {
+        self.payloadBytesMax = payloadBytesMax
+    }
+
+    /// Bytes held that do not yet make a whole frame.
+    public var bufferedBytes: Int { buffer.count - start }
+
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) {
+        if start > 0 && (start >= 1 << 16 || start * 2 >= buffer.count) {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    public mutating func feed(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { feed($0) }
+    }
+
+    /// - Returns: the next whole frame, or nil when more bytes are needed.
+    /// - Throws: a length over the limit or under the header size, or an unknown type. The
+    ///   stream cannot be resynchronised after that; the connection should be closed.
+    public mutating func next() throws(FrameError) -> Frame? {
+        let available = buffer.count - start
+        guard available >= Frame.lengthBytes + Frame.headerBytes else {
+            if available >= Frame.lengthBytes { try checkLength() }
+            return nil
+        }
+        let length = try checkLength()
+        guard available >= Frame.lengthBytes + length else { return nil }
+        let typeByte = buffer[start + 4]
+        guard let type = FrameType(rawValue: typeByte) else {
+            throw FrameError(offset: offset, reason: "unknown frame type 0x\(String(typeByte, radix: 16))")
+        }
+        guard buffer[start + 5] == 0, buffer[start + 6] == 0, buffer[start + 7] == 0 else {
+            throw FrameError(offset: offset, reason: "flags and reserved bytes must be zero")
+        }
+        var id: UInt64 = 0
+        for i in 0..<8 { id |= UInt64(buffer[start + 8 + i]) << (8 * UInt64(i)) }
+        let payloadStart = start + Frame.lengthBytes + Frame.headerBytes
+        let end = start + Frame.lengthBytes + length
+        let frame = Frame(type, id: id, payload: Array(buffer[payloadStart..<end]))
+        offset += UInt64(end - start)
+        start = end
+        return frame
+    }
+
+    @discardableResult
+    private func checkLength() throws(FrameError) -> Int {
+        let length = Int(UInt32(buffer[start]) | UInt32(buffer[start + 1]) << 8 | UInt32(buffer[start + 2]) << 16 | UInt32(buffer[start + 3]) << 24)
+        guard length >= Frame.headerBytes else {
+            throw FrameError(offset: offset, reason: "length \(length) is shorter than the \(Frame.headerBytes)-byte header")
+        }
+        guard length - Frame.headerBytes <= payloadBytesMax else {
+            throw FrameError(offset: offset, reason: "payload of \(length - Frame.headerBytes) bytes is over the \(payloadBytesMax)-byte limit")
+        }
+        return length
+    }
+}

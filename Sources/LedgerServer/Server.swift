@@ -1,0 +1,443 @@
+// `tokenledger serve`: TCP ingest into one segment log. One thread accepts; each connection has
+// a reader thread (and, in framed mode, a writer thread for its replies); one committer thread
+// owns the log (Committer.swift). Line mode and framed mode share the port and are told apart by
+// the first bytes (PROTOCOL.md).
+//
+// Why threads and blocking sockets rather than an event loop: connections are bounded
+// (`connectionsMax`), a blocked reader is exactly the backpressure wanted (a full commit queue
+// stops the read, TCP stops the sender), and parsing + encoding then runs on every core without
+// a hand-off. The cost is a thread (1 MiB stack, mostly untouched) per connection.
+import LedgerCrypto
+import LedgerModel
+import LedgerStorage
+
+public struct ServerOptions: Sendable {
+    public var listen = Endpoint(host: "127.0.0.1", port: 7400)
+    public var connectionsMax = 256
+    public var limits = EventLimits.default
+    /// Largest framed-mode payload accepted.
+    public var framePayloadBytesMax = 16 << 20
+    /// Most events in one framed batch.
+    public var batchEventsMax = 65_536
+    /// Replies waiting for a client that does not read them; past this the connection stops
+    /// reading new frames until the client catches up.
+    public var replyBytesMax = 4 << 20
+    /// Events queued for the committer, all connections together.
+    public var queueEventsMax = 1 << 20
+    public var blockEventsMax = 16_384
+    /// Line mode submits what it has after each read, or after this many events.
+    public var lineBatchEvents = 16_384
+    public init() {}
+}
+
+public struct ServerStats: Sendable, Equatable {
+    public var connectionsAccepted = 0
+    public var connectionsRefused = 0
+    public var connectionsOpen = 0
+    public var linesAccepted = 0
+    public var linesRejected = 0
+    public var batchesAcknowledged = 0
+    public var batchesRefused = 0
+    public var eventsCommitted = 0
+}
+
+public final class LedgerServer: @unchecked Sendable {
+    public let log: SegmentLog
+    public let options: ServerOptions
+    let logger: @Sendable (String) -> Void
+    let committer: Committer
+    private var listener: Socket?
+    private let state = Condition()
+    private var stats = ServerStats()
+    private var connections: [Int: Socket] = [:]
+    private var nextConnectionID = 0
+    private var stopping = false
+    private var acceptLoopDone = false
+
+    public init(log: SegmentLog, options: ServerOptions, logger: @escaping @Sendable (String) -> Void) {
+        self.log = log
+        self.options = options
+        self.logger = logger
+        self.committer = Committer(log: log, queueEventsMax: options.queueEventsMax)
+    }
+
+    public var port: UInt16 { listener?.localPort ?? 0 }
+    public var statistics: ServerStats { state.mutex.locked { stats } }
+
+    func update(_ body: (inout ServerStats) -> Void) { state.mutex.locked { body(&stats) } }
+
+    /// Binds, then accepts connections on a thread of its own.
+    public func start() throws(SocketError) {
+        let l = try Socket.listen(options.listen)
+        listener = l
+        committer.onCommit = { [weak self] events, _ in self?.update { $0.eventsCommitted += events } }
+        committer.start()
+        startThread { [self] in acceptLoop(l) }
+    }
+
+    private func acceptLoop(_ l: Socket) {
+        while !state.mutex.locked({ stopping }) {
+            let accepted: (Socket, String)?
+            do { accepted = try l.accept(timeoutMs: 200) } catch {
+                logger("accept failed: \(error)")
+                continue
+            }
+            guard let (socket, peer) = accepted else { continue }
+            let id: Int? = state.mutex.locked {
+                guard connections.count < options.connectionsMax else {
+                    stats.connectionsRefused += 1
+                    return nil
+                }
+                nextConnectionID += 1
+                connections[nextConnectionID] = socket
+                stats.connectionsAccepted += 1
+                stats.connectionsOpen = connections.count
+                return nextConnectionID
+            }
+            guard let id else {
+                // Both modes read this: a line-mode client sees a JSON line, a framed one an
+                // ERROR frame would need its preface first, so the line is what is sent.
+                try? socket.write(Array("{\"error\":\"too many connections (limit \(options.connectionsMax)); try again later\"}\n".utf8))
+                socket.close()
+                logger("refused \(peer): \(options.connectionsMax) connections open")
+                continue
+            }
+            startThread { [self] in
+                serve(socket, peer: peer)
+                socket.close()
+                state.mutex.locked {
+                    connections[id] = nil
+                    stats.connectionsOpen = connections.count
+                    state.broadcast()
+                }
+            }
+        }
+        state.mutex.locked {
+            acceptLoopDone = true
+            state.broadcast()
+        }
+    }
+
+    /// Stops accepting, lets every connection finish what it sent (acknowledging it), commits,
+    /// and closes the log. Returns when all of that is done.
+    public func stop() {
+        let open: [Socket] = state.mutex.locked {
+            stopping = true
+            return Array(connections.values)
+        }
+        state.mutex.locked { while !acceptLoopDone { state.wait() } }
+        listener?.close()
+        // Readers see end of stream after what the clients already sent; writers still send.
+        for s in open { s.shutdownRead() }
+        state.mutex.locked {
+            var waitedMs = 0
+            while !connections.isEmpty && waitedMs < 10_000 {
+                state.wait(timeoutMs: 100)
+                waitedMs += 100
+            }
+        }
+        committer.stop()
+        do { try log.close() } catch { logger("closing the ledger: \(error)") }
+    }
+
+    // MARK: Connections
+
+    private func serve(_ socket: Socket, peer: String) {
+        // Framed clients open with the 8-byte preface; anything else is a line of NDJSON.
+        var first = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        while first.count < Frame.preface.count && first.elementsEqual(Frame.preface.prefix(first.count)) {
+            let n: Int
+            do { n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) } } catch { return }
+            if n == 0 { break }
+            first.append(contentsOf: buffer[0..<n])
+        }
+        if first.count >= Frame.preface.count && first.prefix(Frame.preface.count).elementsEqual(Frame.preface) {
+            FramedConnection(server: self, socket: socket, peer: peer).run(initial: Array(first.dropFirst(Frame.preface.count)))
+        } else if !first.isEmpty {
+            LineConnection(server: self, socket: socket, peer: peer).run(initial: first)
+        }
+    }
+
+    /// Encodes events into blocks, each marker ending its block.
+    func encode(_ events: [Event]) throws(StorageError) -> [EncodedBlock] {
+        var blocks = [EncodedBlock]()
+        var start = 0
+        while start < events.count {
+            var end = min(events.count, start + options.blockEventsMax)
+            if let marker = events[start..<end].firstIndex(where: { $0.type.isMarker }) { end = marker + 1 }
+            blocks.append(try EncodedBlock(events: events[start..<end]))
+            start = end
+        }
+        return blocks
+    }
+}
+
+/// Line mode: NDJSON in, nothing out (fire and forget). Bad lines are counted and logged.
+final class LineConnection {
+    let server: LedgerServer
+    let socket: Socket
+    let peer: String
+    var framer: LineFramer
+    let decoder: NDJSONDecoder
+    var pending = [Event]()
+
+    init(server: LedgerServer, socket: Socket, peer: String) {
+        self.server = server; self.socket = socket; self.peer = peer
+        framer = LineFramer(limits: server.options.limits)
+        decoder = NDJSONDecoder(limits: server.options.limits)
+    }
+
+    func run(initial: [UInt8]) {
+        framer.append(initial)
+        var buffer = [UInt8](repeating: 0, count: 256 << 10)
+        while true {
+            drain()
+            if !flush() { return }
+            let n: Int
+            do { n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) } } catch {
+                server.logger("line \(peer): \(error)")
+                break
+            }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { framer.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        framer.finish()
+        drain()
+        _ = flush()
+    }
+
+    private func drain() {
+        var accepted = 0, rejected = 0
+        while let result = framer.nextLine() {
+            switch result {
+            case let .line(lineNumber, bytes):
+                do {
+                    let event = try bytes.withUnsafeBytes { (b) throws(EventDecodeError) in try decoder.decode(line: b, lineNumber: lineNumber) }
+                    pending.append(event)
+                    accepted += 1
+                } catch {
+                    rejected += 1
+                    server.logger("line \(peer): rejected \(error)")
+                }
+            case let .oversized(lineNumber, byteCount):
+                rejected += 1
+                server.logger("line \(peer): rejected line \(lineNumber): \(byteCount) bytes, over the \(framer.lineBytesMax)-byte limit")
+            }
+            if pending.count >= server.options.lineBatchEvents { _ = flush() }
+        }
+        if accepted + rejected > 0 { server.update { $0.linesAccepted += accepted; $0.linesRejected += rejected } }
+    }
+
+    /// - Returns: false when the committer no longer takes events (stopping or failed).
+    private func flush() -> Bool {
+        guard !pending.isEmpty else { return true }
+        let events = pending
+        pending.removeAll(keepingCapacity: true)
+        let blocks: [EncodedBlock]
+        do { blocks = try server.encode(events) } catch {
+            // A value the payload cannot hold (the decoder lets few through): drop them one by
+            // one rather than lose the others.
+            var kept = [Event]()
+            for e in events {
+                if (try? EncodedBlock(events: [e])) != nil { kept.append(e) } else {
+                    server.logger("line \(peer): rejected an event: \(error)")
+                    server.update { $0.linesRejected += 1; $0.linesAccepted -= 1 }
+                }
+            }
+            guard let b = try? server.encode(kept), !b.isEmpty else { return true }
+            return server.committer.submit(.init(blocks: b, eventCount: kept.count, completion: { _ in }))
+        }
+        let peer = self.peer, logger = server.logger
+        return server.committer.submit(.init(blocks: blocks, eventCount: events.count, completion: { result in
+            if case let .failure(e) = result { logger("line \(peer): \(events.count) events not committed: \(e)") }
+        }))
+    }
+}
+
+/// Framed mode: batches in, one reply per frame out, in the order the frames came.
+final class FramedConnection: @unchecked Sendable {
+    let server: LedgerServer
+    let socket: Socket
+    let peer: String
+    let decoder: NDJSONDecoder
+    private let replies = Condition()
+    private var slots: [Int: [UInt8]] = [:]
+    private var assigned = 0
+    private var sent = 0
+    private var queuedBytes = 0
+    private var readerDone = false
+    private var writerDone = false
+    private var broken = false
+
+    init(server: LedgerServer, socket: Socket, peer: String) {
+        self.server = server; self.socket = socket; self.peer = peer
+        decoder = NDJSONDecoder(limits: server.options.limits)
+    }
+
+    func run(initial: [UInt8]) {
+        do { try socket.write(Frame.preface) } catch { return }
+        startThread { [self] in writeLoop() }
+        var parser = FrameParser(payloadBytesMax: server.options.framePayloadBytesMax)
+        parser.feed(initial)
+        var buffer = [UInt8](repeating: 0, count: 256 << 10)
+        reading: while true {
+            do {
+                while let frame = try parser.next() {
+                    waitForReplyRoom()
+                    if !handle(frame) { break reading }
+                }
+            } catch {
+                let slot = reserve()
+                fill(slot, Frame(.error, id: 0, text: json(["error": "\(error)"])).encoded)
+                server.logger("framed \(peer): \(error); closing")
+                break
+            }
+            let n: Int
+            do { n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) } } catch { break }
+            if n == 0 {
+                if parser.bufferedBytes > 0 {
+                    server.logger("framed \(peer): connection ended inside a frame; \(parser.bufferedBytes) bytes of it dropped")
+                }
+                break
+            }
+            buffer.withUnsafeBytes { parser.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        replies.mutex.locked {
+            readerDone = true
+            replies.broadcast()
+            // Replies to batches in flight are still sent before the connection closes.
+            while !writerDone { replies.wait() }
+        }
+    }
+
+    /// - Returns: false to stop reading.
+    private func handle(_ frame: Frame) -> Bool {
+        let slot = reserve()
+        switch frame.type {
+        case .ping:
+            fill(slot, Frame(.pong, id: frame.id, payload: frame.payload).encoded)
+        case .hello:
+            fill(slot, Frame(.welcome, id: frame.id, text: json(["server": "tokenledger", "protocol": "1"])).encoded)
+        case .batch:
+            handleBatch(frame, slot: slot)
+        case .subscribe:
+            fill(slot, Frame(.error, id: frame.id, text: json(["error": "subscriptions are not served yet"])).encoded)
+        default:
+            fill(slot, Frame(.error, id: frame.id, text: json(["error": "frame type \(frame.type) is not a request"])).encoded)
+            return false
+        }
+        return true
+    }
+
+    private func handleBatch(_ frame: Frame, slot: Int) {
+        var events = [Event]()
+        var failure: String?
+        frame.payload.withUnsafeBytes { raw in
+            var lineNumber = 0
+            var start = 0
+            while start < raw.count {
+                let end = (raw[start...].firstIndex(of: 0x0A)) ?? raw.count
+                lineNumber += 1
+                var line = UnsafeRawBufferPointer(rebasing: raw[start..<end])
+                if line.last == 0x0D { line = UnsafeRawBufferPointer(rebasing: line.dropLast()) }
+                start = end + 1
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+                if line.count > server.options.limits.lineBytesMax {
+                    failure = "line \(lineNumber): \(line.count) bytes, over the \(server.options.limits.lineBytesMax)-byte limit"
+                    return
+                }
+                do { events.append(try decoder.decode(line: line, lineNumber: lineNumber)) } catch {
+                    failure = "\(error)"
+                    return
+                }
+                if events.count > server.options.batchEventsMax {
+                    failure = "more than \(server.options.batchEventsMax) events in one batch"
+                    return
+                }
+            }
+        }
+        if failure == nil && events.isEmpty { failure = "the batch holds no events" }
+        var blocks = [EncodedBlock]()
+        if failure == nil {
+            do { blocks = try server.encode(events) } catch { failure = "\(error)" }
+        }
+        if let failure {
+            server.update { $0.batchesRefused += 1 }
+            fill(slot, Frame(.nack, id: frame.id, text: json(["batch": String(frame.id), "error": failure])).encoded)
+            return
+        }
+        let id = frame.id
+        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: events.count, completion: { [self] result in
+            switch result {
+            case let .success(c):
+                server.update { $0.batchesAcknowledged += 1 }
+                fill(slot, Frame(.ack, id: id, payload: Frame.ackPayload(firstSeq: c.firstSeq, lastSeq: c.lastSeq, count: c.lastSeq - c.firstSeq + 1,
+                                                                          chainHash: c.chainHash.array)).encoded)
+            case let .failure(e):
+                fill(slot, Frame(.error, id: id, text: json(["error": "not committed: \(e)"])).encoded)
+            }
+        }))
+        if !accepted {
+            fill(slot, Frame(.error, id: id, text: json(["error": "the server is stopping or the ledger failed; batch not committed"])).encoded)
+        }
+    }
+
+    // MARK: Ordered replies
+
+    private func reserve() -> Int {
+        replies.mutex.locked {
+            defer { assigned += 1 }
+            return assigned
+        }
+    }
+
+    private func fill(_ slot: Int, _ bytes: [UInt8]) {
+        replies.mutex.locked {
+            slots[slot] = bytes
+            queuedBytes += bytes.count
+            replies.broadcast()
+        }
+    }
+
+    private func waitForReplyRoom() {
+        replies.mutex.locked {
+            while queuedBytes > server.options.replyBytesMax && !broken { replies.wait() }
+        }
+    }
+
+    private func writeLoop() {
+        replies.mutex.lock()
+        while true {
+            if let bytes = slots[sent] {
+                slots[sent] = nil
+                sent += 1
+                replies.mutex.unlock()
+                if !broken {
+                    do { try socket.write(bytes) } catch { broken = true }
+                }
+                replies.mutex.lock()
+                queuedBytes -= bytes.count
+                replies.broadcast()
+                continue
+            }
+            if readerDone && sent == assigned { break }
+            replies.wait()
+        }
+        writerDone = true
+        replies.broadcast()
+        replies.mutex.unlock()
+    }
+}
+
+func json(_ fields: [String: String]) -> String {
+    var out = [UInt8(ascii: "{")]
+    for (n, (k, v)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
+        if n > 0 { out.append(UInt8(ascii: ",")) }
+        NDJSONEncoder.appendQuoted(k, &out)
+        out.append(UInt8(ascii: ":"))
+        NDJSONEncoder.appendQuoted(v, &out)
+    }
+    out.append(UInt8(ascii: "}"))
+    return String(decoding: out, as: UTF8.self)
+}

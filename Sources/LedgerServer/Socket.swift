@@ -1,0 +1,209 @@
+// The one file that calls the BSD socket API. Every return code is checked; failures become
+// `SocketError` naming the call and errno. Blocking sockets, one thread per direction.
+import Glibc
+
+public struct SocketError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+
+    static func errno(_ call: String, _ code: Int32 = Glibc.errno) -> SocketError {
+        SocketError(message: "\(call): \(String(cString: strerror(code)))")
+    }
+}
+
+public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+
+    public init(host: String, port: UInt16) { self.host = host; self.port = port }
+
+    /// `HOST:PORT` (IPv4 dotted quad or `localhost`).
+    public init?(parsing text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else { return nil }
+        let host = String(text[..<colon])
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { "\(host):\(port)" }
+
+    func address() throws(SocketError) -> sockaddr_in {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        let name = host == "localhost" ? "127.0.0.1" : host
+        guard inet_pton(AF_INET, name, &addr.sin_addr) == 1 else {
+            throw SocketError(message: "\(host) is not an IPv4 address")
+        }
+        return addr
+    }
+}
+
+public final class Socket: @unchecked Sendable {
+    public let fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+    deinit { close() }
+
+    private var closed = false
+    private let closeLock = Mutex()
+
+    public func close() {
+        closeLock.locked {
+            if !closed { closed = true; _ = Glibc.close(fd) }
+        }
+    }
+
+    /// Stops reads (they return 0) without closing, so a thread blocked in `read` wakes up.
+    public func shutdownRead() { _ = Glibc.shutdown(fd, Int32(SHUT_RD)) }
+    public func shutdownBoth() { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+
+    public static func listen(_ endpoint: Endpoint, backlog: Int32 = 128) throws(SocketError) -> Socket {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .errno("socket") }
+        let s = Socket(fd: fd)
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = try endpoint.address()
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0 else { throw .errno("bind \(endpoint)") }
+        guard Glibc.listen(fd, backlog) == 0 else { throw .errno("listen \(endpoint)") }
+        return s
+    }
+
+    public static func connect(_ endpoint: Endpoint) throws(SocketError) -> Socket {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .errno("socket") }
+        let s = Socket(fd: fd)
+        var addr = try endpoint.address()
+        let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard r == 0 else { throw .errno("connect \(endpoint)") }
+        s.setNoDelay()
+        return s
+    }
+
+    /// The port the socket is bound to (for `--listen 127.0.0.1:0`).
+    public var localPort: UInt16 {
+        var addr = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
+    /// Waits up to `timeoutMs` for a connection; nil on timeout.
+    public func accept(timeoutMs: Int32) throws(SocketError) -> (Socket, String)? {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let n = poll(&p, 1, timeoutMs)
+        if n == 0 || (n < 0 && Glibc.errno == EINTR) { return nil }
+        guard n > 0 else { throw .errno("poll") }
+        var addr = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let c = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.accept(fd, $0, &len) } }
+        if c < 0 {
+            let e = Glibc.errno
+            if e == EINTR || e == EAGAIN || e == ECONNABORTED { return nil }
+            throw .errno("accept", e)
+        }
+        let s = Socket(fd: c)
+        s.setNoDelay()
+        var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+        inet_ntop(AF_INET, &addr.sin_addr, &text, socklen_t(INET_ADDRSTRLEN))
+        let peer = String(decoding: text.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self) + ":\(UInt16(bigEndian: addr.sin_port))"
+        return (s, peer)
+    }
+
+    func setNoDelay() {
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// - Returns: bytes read, 0 at end of stream.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+            if n >= 0 { return n }
+            if Glibc.errno == EINTR { continue }
+            if Glibc.errno == ECONNRESET { return 0 }
+            throw .errno("read")
+        }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(SocketError) {
+        var done = 0
+        while done < bytes.count {
+            let n = send(fd, bytes.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw .errno("write")
+            }
+            done += n
+        }
+    }
+
+    public func write(_ bytes: [UInt8]) throws(SocketError) {
+        let r = bytes.withUnsafeBytes { b in Result { () throws(SocketError) in try write(b) } }
+        try r.get()
+    }
+}
+
+/// A pthread mutex (heap-allocated: a pthread object must not move).
+public final class Mutex: @unchecked Sendable {
+    fileprivate let raw: UnsafeMutablePointer<pthread_mutex_t>
+    public init() {
+        raw = .allocate(capacity: 1)
+        raw.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(raw, nil)
+    }
+    deinit { pthread_mutex_destroy(raw); raw.deallocate() }
+    public func lock() { pthread_mutex_lock(raw) }
+    public func unlock() { pthread_mutex_unlock(raw) }
+    @discardableResult
+    public func locked<T>(_ body: () throws -> T) rethrows -> T {
+        lock(); defer { unlock() }
+        return try body()
+    }
+}
+
+/// A condition variable bound to one `Mutex`.
+public final class Condition: @unchecked Sendable {
+    public let mutex = Mutex()
+    private let c: UnsafeMutablePointer<pthread_cond_t>
+    public init() {
+        c = .allocate(capacity: 1)
+        c.initialize(to: pthread_cond_t())
+        pthread_cond_init(c, nil)
+    }
+    deinit { pthread_cond_destroy(c); c.deallocate() }
+    /// Call with `mutex` held.
+    public func wait() { pthread_cond_wait(c, mutex.raw) }
+    /// Call with `mutex` held. - Returns: false on timeout.
+    @discardableResult
+    public func wait(timeoutMs: Int) -> Bool {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let ns = Int(ts.tv_nsec) + (timeoutMs % 1000) * 1_000_000
+        ts.tv_sec += timeoutMs / 1000 + ns / 1_000_000_000
+        ts.tv_nsec = ns % 1_000_000_000
+        return pthread_cond_timedwait(c, mutex.raw, &ts) == 0
+    }
+    public func signal() { pthread_cond_signal(c) }
+    public func broadcast() { pthread_cond_broadcast(c) }
+}
+
+/// Starts a detached thread with a large enough stack.
+public func startThread(_ body: @escaping @Sendable () -> Void) {
+    final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+    var attr = pthread_attr_t()
+    pthread_attr_init(&attr)
+    pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+    pthread_attr_setstacksize(&attr, 1 << 20)
+    var thread = pthread_t()
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    let r = pthread_create(&thread, &attr, { arg in
+        let b = Unmanaged<AnyObject>.fromOpaque(arg!).takeRetainedValue() as! Box
+        b.body()
+        return nil
+    }, box)
+    pthread_attr_destroy(&attr)
+    precondition(r == 0, "pthread_create failed: \(r)")
+}
