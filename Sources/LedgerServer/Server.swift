@@ -36,6 +36,8 @@ public struct ServerStats: Sendable, Equatable {
     public var connectionsOpen = 0
     public var linesAccepted = 0
     public var linesRejected = 0
+    /// Well-formed lines that are not token events (a Kong log of an unauthenticated 404).
+    public var linesSkipped = 0
     public var batchesAcknowledged = 0
     public var batchesRefused = 0
     public var eventsCommitted = 0
@@ -181,10 +183,15 @@ final class LineConnection {
     var framer: LineFramer
     let decoder: NDJSONDecoder
     var pending = [Event]()
+    let kongOptions: KongLog.Options
+    var lastSkipLogNs: UInt64 = 0
 
     init(server: LedgerServer, socket: Socket, peer: String) {
         self.server = server; self.socket = socket; self.peer = peer
         framer = LineFramer(limits: server.options.limits)
+        var k = KongLog.Options()
+        k.limits = server.options.limits
+        kongOptions = k
         decoder = NDJSONDecoder(limits: server.options.limits)
     }
 
@@ -208,14 +215,25 @@ final class LineConnection {
     }
 
     private func drain() {
-        var accepted = 0, rejected = 0
+        var accepted = 0, rejected = 0, skipped = 0
         while let result = framer.nextLine() {
             switch result {
             case let .line(lineNumber, bytes):
                 do {
-                    let event = try bytes.withUnsafeBytes { (b) throws(EventDecodeError) in try decoder.decode(line: b, lineNumber: lineNumber) }
+                    let event = try bytes.withUnsafeBytes { (b) throws(EventDecodeError) in
+                        // Kong's tcp-log objects are recognised by shape (they have no "type").
+                        KongLog.looksLikeKong(b) ? try KongLog.event(from: b, lineNumber: lineNumber, options: kongOptions)
+                                                 : try decoder.decode(line: b, lineNumber: lineNumber)
+                    }
                     pending.append(event)
                     accepted += 1
+                } catch let error as EventDecodeError where error.reason.hasPrefix(KongLog.notATokenEvent) {
+                    skipped += 1
+                    let now = monotonicNanoseconds()
+                    if now - lastSkipLogNs > 60_000_000_000 {
+                        lastSkipLogNs = now
+                        server.logger("line \(peer): skipped (counted, logged once a minute) \(error)")
+                    }
                 } catch {
                     rejected += 1
                     server.logger("line \(peer): rejected \(error)")
@@ -226,7 +244,9 @@ final class LineConnection {
             }
             if pending.count >= server.options.lineBatchEvents { _ = flush() }
         }
-        if accepted + rejected > 0 { server.update { $0.linesAccepted += accepted; $0.linesRejected += rejected } }
+        if accepted + rejected + skipped > 0 {
+            server.update { $0.linesAccepted += accepted; $0.linesRejected += rejected; $0.linesSkipped += skipped }
+        }
     }
 
     /// - Returns: false when the committer no longer takes events (stopping or failed).
