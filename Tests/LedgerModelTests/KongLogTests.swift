@@ -237,7 +237,9 @@ final class KongLogTests: XCTestCase {
 
     func testCustomReason() {
         XCTAssertEqual(map(kong(status: "401", #""reason":"expired""#))?.reason, "expired")
-        XCTAssertEqual(map(kong(status: "403", #""custom":{"reason":"revoked"}"#))?.reason, "revoked")
+        XCTAssertEqual(map(kong(status: "403", #""custom":{"reason":"revoked"},"consumer":{"id":"c"}"#))?.reason, "revoked")
+        // A 403 before authentication (bot detection, IP restriction) is not about the token.
+        XCTAssertTrue(mapError(kong(status: "403", #""custom":{"reason":"revoked"}"#))?.reason.hasPrefix(KongLog.notATokenEvent) ?? false)
         XCTAssertEqual(map(kong(status: "401", #""reason":"","custom":{"reason":"malformed"}"#))?.reason, "malformed")
         // A reason means nothing on an accepted request.
         XCTAssertNil(map(kong(status: "200", #""reason":"expired""#))?.reason)
