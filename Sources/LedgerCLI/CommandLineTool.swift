@@ -15,6 +15,7 @@ public enum CommandLineTool {
         Command(name: "append", summary: "import NDJSON events into a ledger (offline)", usage: AppendCommand.usage, run: AppendCommand.run),
         Command(name: "serve", summary: "take events over TCP (line and framed modes), group commit", usage: ServeCommand.usage, run: ServeCommand.run),
         Command(name: "send", summary: "stream NDJSON to a server in framed mode, acknowledged", usage: SendCommand.usage, run: SendCommand.run),
+        Command(name: "subscribe", summary: "follow new events and anomaly alerts live from a server", usage: SubscribeCommand.usage, run: SubscribeCommand.run),
         Command(name: "replay", summary: "stream events from a ledger, filtered", usage: ReplayCommand.usage, run: ReplayCommand.run),
         Command(name: "state", summary: "token state at the head or any point in history", usage: StateCommand.usage, run: StateCommand.run),
         Command(name: "token", summary: "one token's timeline, refresh chain and anomalies", usage: TokenCommand.usage, run: TokenCommand.run),

@@ -19,6 +19,8 @@ final class Committer: @unchecked Sendable {
     struct Submission {
         var blocks: [EncodedBlock]
         var eventCount: Int
+        /// The events themselves, for subscribers and the live projection.
+        var events: [Event]
         var completion: @Sendable (Result<Committed, StorageError>) -> Void
     }
 
@@ -33,6 +35,9 @@ final class Committer: @unchecked Sendable {
     private(set) var failure: StorageError?
     /// Called on the committer thread after each commit with (events, commit latency ns).
     var onCommit: (@Sendable (Int, UInt64) -> Void)?
+    /// Called on the committer thread after each durable commit, before any completion: the
+    /// first seq, the events in order, their blocks. Must not block.
+    var onDurable: ((UInt64, [Event], [BlockLocation]) -> Void)?
 
     init(log: SegmentLog, queueEventsMax: Int) {
         self.log = log
@@ -98,6 +103,12 @@ final class Committer: @unchecked Sendable {
         for s in taken { blocks.append(contentsOf: s.blocks) }
         do {
             let result = try log.append(encoded: blocks)
+            if let onDurable {
+                var events = [Event]()
+                events.reserveCapacity(blocks.reduce(0) { $0 + $1.eventCount })
+                for s in taken { events.append(contentsOf: s.events) }
+                onDurable(result.firstSeq, events, Array(log.blocks.suffix(blocks.count)))
+            }
             // Each submission is whole blocks, so the chain hash after it is a block's.
             var seq = result.firstSeq
             var blockIndex = log.blocks.count - blocks.count

@@ -9,6 +9,7 @@
 // a hand-off. The cost is a thread (1 MiB stack, mostly untouched) per connection.
 import LedgerCrypto
 import LedgerModel
+import LedgerProjection
 import LedgerStorage
 
 public struct ServerOptions: Sendable {
@@ -27,6 +28,10 @@ public struct ServerOptions: Sendable {
     public var blockEventsMax = 16_384
     /// Line mode submits what it has after each read, or after this many events.
     public var lineBatchEvents = 16_384
+    /// Unsent frames a subscriber may fall behind by before it is dropped (it can resume).
+    public var subscriberBytesMax = 16 << 20
+    /// Keep a projection at the head for anomaly alerts to subscribers.
+    public var alerts = true
     public init() {}
 }
 
@@ -48,6 +53,8 @@ public final class LedgerServer: @unchecked Sendable {
     public let options: ServerOptions
     let logger: @Sendable (String) -> Void
     let committer: Committer
+    let hub: SubscriptionHub
+    private(set) var live: LiveProjection?
     private var listener: Socket?
     private let state = Condition()
     private var stats = ServerStats()
@@ -61,6 +68,7 @@ public final class LedgerServer: @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.committer = Committer(log: log, queueEventsMax: options.queueEventsMax)
+        self.hub = SubscriptionHub(log: log)
     }
 
     public var port: UInt16 { listener?.localPort ?? 0 }
@@ -72,6 +80,19 @@ public final class LedgerServer: @unchecked Sendable {
     public func start() throws(SocketError) {
         let l = try Socket.listen(options.listen)
         listener = l
+        if options.alerts {
+            // The state now, from the newest snapshot and the tail, before anything is appended.
+            let engine = ProjectionEngine(log: log, store: SnapshotStore(dataDirectory: log.directory))
+            do { live = LiveProjection(try engine.state(at: .head).projection) } catch {
+                logger("no alerts this run: cannot build the state at the head: \(error)")
+            }
+            for n in engine.notes { logger("note: \(n)") }
+        }
+        let hub = self.hub, live = self.live
+        committer.onDurable = { first, events, blocks in
+            hub.publish(firstSeq: first, events: events, newBlocks: blocks)
+            live?.enqueue(firstSeq: first, events: events)
+        }
         committer.onCommit = { [weak self] events, _ in self?.update { $0.eventsCommitted += events } }
         committer.start()
         startThread { [self] in acceptLoop(l) }
@@ -139,6 +160,7 @@ public final class LedgerServer: @unchecked Sendable {
             }
         }
         committer.stop()
+        live?.stop()
         do { try log.close() } catch { logger("closing the ledger: \(error)") }
     }
 
@@ -266,10 +288,10 @@ final class LineConnection {
                 }
             }
             guard let b = try? server.encode(kept), !b.isEmpty else { return true }
-            return server.committer.submit(.init(blocks: b, eventCount: kept.count, completion: { _ in }))
+            return server.committer.submit(.init(blocks: b, eventCount: kept.count, events: kept, completion: { _ in }))
         }
         let peer = self.peer, logger = server.logger
-        return server.committer.submit(.init(blocks: blocks, eventCount: events.count, completion: { result in
+        return server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: events, completion: { result in
             if case let .failure(e) = result { logger("line \(peer): \(events.count) events not committed: \(e)") }
         }))
     }
@@ -289,6 +311,10 @@ final class FramedConnection: @unchecked Sendable {
     private var readerDone = false
     private var writerDone = false
     private var broken = false
+    private var subscribed = false
+    private var dropped = false
+
+    var isClosed: Bool { replies.mutex.locked { broken || dropped || readerDone } }
 
     init(server: LedgerServer, socket: Socket, peer: String) {
         self.server = server; self.socket = socket; self.peer = peer
@@ -323,11 +349,48 @@ final class FramedConnection: @unchecked Sendable {
             }
             buffer.withUnsafeBytes { parser.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
+        if subscribed {
+            server.hub.leave(self)
+            server.live?.leave(self)
+        }
         replies.mutex.locked {
             readerDone = true
             replies.broadcast()
             // Replies to batches in flight are still sent before the connection closes.
             while !writerDone { replies.wait() }
+        }
+    }
+
+    /// Queues a frame for a subscriber without blocking.
+    /// - Returns: false when over the subscriber limit (unless `force`) or the connection is gone.
+    func push(_ bytes: [UInt8], force: Bool = false) -> Bool {
+        replies.mutex.locked {
+            if broken || dropped || readerDone { return false }
+            if !force && queuedBytes + bytes.count > server.options.subscriberBytesMax { return false }
+            slots[assigned] = bytes
+            assigned += 1
+            queuedBytes += bytes.count
+            replies.broadcast()
+            return true
+        }
+    }
+
+    /// Ends a subscription that cannot continue: an ERROR frame saying where to resume, then
+    /// the connection closes.
+    func dropSubscription(reason: String) {
+        let already: Bool = replies.mutex.locked {
+            if dropped { return true }
+            let bytes = Frame(.error, id: 0, text: json(["error": reason])).encoded
+            slots[assigned] = bytes
+            assigned += 1
+            queuedBytes += bytes.count
+            dropped = true
+            replies.broadcast()
+            return false
+        }
+        if !already {
+            server.logger("framed \(peer): \(reason)")
+            socket.shutdownRead()
         }
     }
 
@@ -342,7 +405,23 @@ final class FramedConnection: @unchecked Sendable {
         case .batch:
             handleBatch(frame, slot: slot)
         case .subscribe:
-            fill(slot, Frame(.error, id: frame.id, text: json(["error": "subscriptions are not served yet"])).encoded)
+            let request: SubscribeRequest
+            do { request = try SubscribeRequest(json: frame.payload) } catch {
+                fill(slot, Frame(.error, id: frame.id, text: json(["error": "\(error)"])).encoded)
+                return true
+            }
+            let head = server.hub.head
+            let from = request.fromSeq ?? head + 1
+            fill(slot, Frame(.subscribed, id: frame.id, text: json(["from_seq": String(from), "head_seq": String(head)])).encoded)
+            subscribed = true
+            if request.alerts {
+                if let live = server.live { live.subscribe(self, frameID: frame.id, fromSeq: from) } else {
+                    _ = push(Frame(.error, id: frame.id, text: json(["error": "alerts are off on this server"])).encoded, force: true)
+                }
+            }
+            if request.events {
+                return server.hub.catchUpAndJoin(self, frameID: frame.id, fromSeq: from, types: request.types, directory: server.log.directory)
+            }
         default:
             fill(slot, Frame(.error, id: frame.id, text: json(["error": "frame type \(frame.type) is not a request"])).encoded)
             return false
@@ -388,7 +467,7 @@ final class FramedConnection: @unchecked Sendable {
             return
         }
         let id = frame.id
-        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: events.count, completion: { [self] result in
+        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: events, completion: { [self] result in
             switch result {
             case let .success(c):
                 server.update { $0.batchesAcknowledged += 1 }
@@ -420,9 +499,9 @@ final class FramedConnection: @unchecked Sendable {
         }
     }
 
-    private func waitForReplyRoom() {
+    func waitForReplyRoom() {
         replies.mutex.locked {
-            while queuedBytes > server.options.replyBytesMax && !broken { replies.wait() }
+            while queuedBytes > server.options.replyBytesMax && !broken && !dropped { replies.wait() }
         }
     }
 

@@ -1,0 +1,90 @@
+import Glibc
+import LedgerModel
+import LedgerServer
+
+enum SubscribeCommand {
+    static let usage = """
+    usage: tokenledger subscribe --to HOST:PORT [--type T]... [--alerts] [--from-seq N]
+                                 [--no-events] [--limit N]
+
+    Prints, live, every new event on the ledger that matches (NDJSON with "seq" and
+    "received_at"), and with --alerts every anomaly alert (a JSON object with "anomaly").
+    With --from-seq, first everything from that sequence number on, then live: no gap, no
+    duplicate. Runs until interrupted, the server goes away (exit 1), or --limit lines.
+
+      --type T       only events of these types (repeat, or comma-separate)
+      --alerts       also the anomaly alerts (from --from-seq on, then live)
+      --no-events    alerts only
+      --from-seq N   start from this sequence number (default: only what comes next)
+      --limit N      stop after printing N lines
+    """
+
+    static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
+        let args = try Arguments(arguments, spec: .init(options: ["to", "type", "from-seq", "limit"], flags: ["alerts", "no-events"]), command: "subscribe")
+        guard let endpoint = Endpoint(parsing: try args.required("to")) else { throw .usage("subscribe", "--to expects HOST:PORT") }
+        var types = [String]()
+        for list in args.strings("type") {
+            for name in list.split(separator: ",") {
+                guard EventType(name: name) != nil else { throw .usage("subscribe", "--type: unknown event type \"\(name)\"") }
+                types.append(String(name))
+            }
+        }
+        let limit = try args.uint("limit") ?? UInt64.max
+        var request = "{"
+        var fields = [String]()
+        if let from = try args.uint("from-seq") {
+            guard from >= 1 else { throw .usage("subscribe", "--from-seq must be at least 1") }
+            fields.append("\"from_seq\":\(from)")
+        }
+        if !types.isEmpty { fields.append("\"types\":[" + types.map { "\"\($0)\"" }.joined(separator: ",") + "]") }
+        if args.has("alerts") { fields.append("\"alerts\":true") }
+        if args.has("no-events") { fields.append("\"events\":false") }
+        request += fields.joined(separator: ",") + "}"
+
+        let socket: Socket
+        do {
+            socket = try Socket.connect(endpoint)
+            try socket.write(Frame.preface + Frame(.subscribe, id: 1, text: request).encoded)
+        } catch { throw .failure("subscribe", "\(error)") }
+        let out = OutputStream(fd: 1, flushBytes: 0)
+        var parser = FrameParser(payloadBytesMax: 1 << 20)
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        var prefaceLeft = Frame.preface.count
+        var printed: UInt64 = 0
+        var lastSeq: UInt64 = 0
+        while true {
+            let n: Int
+            do { n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) } } catch { throw .failure("subscribe", "\(error)") }
+            if n == 0 { throw .failure("subscribe", "the server closed the connection" + (lastSeq > 0 ? " after seq \(lastSeq); resume with --from-seq \(lastSeq + 1)" : "")) }
+            var bytes = Array(buffer[0..<n])
+            if prefaceLeft > 0 {
+                let take = min(prefaceLeft, bytes.count)
+                guard Frame.preface[(Frame.preface.count - prefaceLeft)...].starts(with: bytes.prefix(take)) else {
+                    throw .failure("subscribe", "the server did not answer in framed mode: \(String(decoding: bytes.prefix(200), as: UTF8.self))")
+                }
+                bytes.removeFirst(take)
+                prefaceLeft -= take
+            }
+            parser.feed(bytes)
+            do {
+                while let frame = try parser.next() {
+                    switch frame.type {
+                    case .subscribed:
+                        printError("subscribe: \(frame.text)")
+                    case .event, .alert:
+                        if frame.type == .event, let range = frame.text.range(of: "\"seq\":") {
+                            lastSeq = UInt64(frame.text[range.upperBound...].prefix(while: { $0.isNumber })) ?? lastSeq
+                        }
+                        try out.write(frame.text + "\n")
+                        printed += 1
+                        if printed >= limit { socket.close(); return 0 }
+                    case .error:
+                        throw CLIError.failure("subscribe", "server: \(frame.text)")
+                    default:
+                        break
+                    }
+                }
+            } catch let e as CLIError { throw e } catch { throw .failure("subscribe", "\(error)") }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+// Subscriptions (PROTOCOL.md "Subscriptions"): every new event matching a subscriber's filter,
+// and every anomaly alert, the moment it is durable; optionally from a past sequence number.
+//
+// No gap, no duplicate: a subscriber catches up by reading blocks from the files, round after
+// round, and becomes live under the hub's lock at the moment its next sequence number is the
+// hub's head + 1. Every commit publishes under the same lock, so the first live event is exactly
+// the one after the last one read. Publishing never blocks the committer: a subscriber whose
+// unsent frames pass a limit is dropped with an error naming the sequence number to resume from.
+import Foundation
+import LedgerModel
+import LedgerProjection
+import LedgerStorage
+
+struct SubscribeRequest {
+    var fromSeq: UInt64?
+    var types: Set<EventType> = []
+    var events = true
+    var alerts = false
+
+    /// `{"from_seq": N, "types": ["revoked", ...], "events": true, "alerts": true}`, every field optional.
+    init(json payload: [UInt8]) throws(FrameRequestError) {
+        if payload.isEmpty { return }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(payload))) as? [String: Any] else {
+            throw FrameRequestError("SUBSCRIBE payload is not a JSON object")
+        }
+        for key in object.keys where !["from_seq", "types", "events", "alerts"].contains(key) {
+            throw FrameRequestError("SUBSCRIBE: unknown field \"\(key)\"")
+        }
+        if let v = object["from_seq"] {
+            guard let n = v as? NSNumber, n.doubleValue == Double(n.int64Value), n.int64Value >= 1 else {
+                throw FrameRequestError("SUBSCRIBE: from_seq must be an integer of at least 1")
+            }
+            fromSeq = UInt64(n.int64Value)
+        }
+        if let v = object["types"] {
+            guard let list = v as? [String] else { throw FrameRequestError("SUBSCRIBE: types must be a list of event type names") }
+            for name in list {
+                guard let t = EventType(name: name) else { throw FrameRequestError("SUBSCRIBE: unknown event type \"\(name)\"") }
+                types.insert(t)
+            }
+        }
+        for (key, target) in [("events", \SubscribeRequest.events), ("alerts", \SubscribeRequest.alerts)] {
+            if let v = object[key] {
+                guard let b = v as? Bool else { throw FrameRequestError("SUBSCRIBE: \(key) must be true or false") }
+                self[keyPath: target] = b
+            }
+        }
+    }
+}
+
+struct FrameRequestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+final class SubscriptionHub: @unchecked Sendable {
+    struct Live {
+        let connection: FramedConnection
+        let frameID: UInt64
+        let types: Set<EventType>
+    }
+
+    private let lock = Mutex()
+    private var blocks: [BlockLocation]
+    private var lastSeq: UInt64
+    private var live: [ObjectIdentifier: Live] = [:]
+
+    init(log: SegmentLog) {
+        blocks = log.blocks
+        lastSeq = log.lastSeq
+    }
+
+    var head: UInt64 { lock.locked { lastSeq } }
+
+    /// On the committer thread, after the events are durable.
+    func publish(firstSeq: UInt64, events: [Event], newBlocks: [BlockLocation]) {
+        lock.locked {
+            blocks.append(contentsOf: newBlocks)
+            lastSeq = firstSeq + UInt64(events.count) - 1
+            guard !live.isEmpty else { return }
+            var lines = [Int: [UInt8]]()
+            var blockIndex = 0
+            for (i, e) in events.enumerated() {
+                let seq = firstSeq + UInt64(i)
+                while blockIndex < newBlocks.count - 1 && newBlocks[blockIndex].header.lastSeq < seq { blockIndex += 1 }
+                for (key, sub) in live where sub.types.isEmpty || sub.types.contains(e.type) {
+                    if lines[i] == nil {
+                        var line = [UInt8]()
+                        NDJSONEncoder.append(e, seq: SequenceNumber(seq), receivedAt: newBlocks[blockIndex].header.receivedAt, to: &line)
+                        line.removeLast()
+                        lines[i] = line
+                    }
+                    if !sub.connection.push(Frame(.event, id: sub.frameID, payload: lines[i]!).encoded) {
+                        if !sub.connection.isClosed {
+                            sub.connection.dropSubscription(reason: "the subscriber fell behind; resubscribe with from_seq \(seq)")
+                        }
+                        live[key] = nil
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends events from `fromSeq` on to `connection`, then makes it live. Runs on the
+    /// connection's reader thread; returns false when the connection went away meanwhile.
+    func catchUpAndJoin(_ connection: FramedConnection, frameID: UInt64, fromSeq: UInt64, types: Set<EventType>, directory: String) -> Bool {
+        var next = fromSeq
+        let reader = BlockFileReader(directory: directory)
+        while true {
+            let round: [BlockLocation]? = lock.locked {
+                if next > lastSeq {
+                    live[ObjectIdentifier(connection)] = Live(connection: connection, frameID: frameID, types: types)
+                    return nil
+                }
+                var lo = 0, hi = blocks.count
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if blocks[mid].header.lastSeq < next { lo = mid + 1 } else { hi = mid }
+                }
+                return Array(blocks[lo..<min(blocks.count, lo + 64)])
+            }
+            guard let round else { return true }
+            for location in round {
+                guard let block = reader.read(location) else {
+                    connection.dropSubscription(reason: "cannot read seq \(location.header.firstSeq)-\(location.header.lastSeq) for catch-up")
+                    return false
+                }
+                for i in 0..<block.count {
+                    let seq = location.header.firstSeq + UInt64(i)
+                    guard seq >= next else { continue }
+                    if types.isEmpty || types.contains(block.types[i]) {
+                        var line = [UInt8]()
+                        NDJSONEncoder.append(block.event(at: i), seq: SequenceNumber(seq), receivedAt: location.header.receivedAt, to: &line)
+                        line.removeLast()
+                        connection.waitForReplyRoom()
+                        if connection.isClosed { return false }
+                        _ = connection.push(Frame(.event, id: frameID, payload: line).encoded, force: true)
+                    }
+                }
+                next = location.header.lastSeq + 1
+            }
+        }
+    }
+
+    func leave(_ connection: FramedConnection) {
+        lock.locked { live[ObjectIdentifier(connection)] = nil }
+    }
+}
+
+/// The server's own projection at the head, fed every durable commit, raising alerts.
+final class LiveProjection: @unchecked Sendable {
+    private let condition = Condition()
+    private let projection: Projection
+    private var queue: [(UInt64, [Event])] = []
+    private var subscribers: [ObjectIdentifier: (FramedConnection, UInt64)] = [:]
+    private var stopping = false
+
+    init(_ projection: Projection) {
+        self.projection = projection
+        startThread { [self] in run() }
+    }
+
+    /// From the committer thread; never blocks for long.
+    func enqueue(firstSeq: UInt64, events: [Event]) {
+        condition.mutex.locked {
+            queue.append((firstSeq, events))
+            condition.signal()
+        }
+    }
+
+    func stop() {
+        condition.mutex.locked { stopping = true; condition.signal() }
+    }
+
+    private func run() {
+        while true {
+            condition.mutex.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty { condition.mutex.unlock(); return }
+            let work = queue
+            queue.removeAll()
+            for (first, events) in work {
+                let before = projection.anomalyCount
+                for (i, e) in events.enumerated() { projection.apply(e, seq: first + UInt64(i)) }
+                if projection.anomalyCount > before && !subscribers.isEmpty {
+                    let raised = projection.anomalies(seq: first...(first + UInt64(events.count) - 1))
+                    for a in raised {
+                        let bytes = Array(a.json.utf8)
+                        for (key, (connection, id)) in subscribers where !connection.push(Frame(.alert, id: id, payload: bytes).encoded) {
+                            if !connection.isClosed {
+                                connection.dropSubscription(reason: "the subscriber fell behind on alerts; resubscribe with from_seq \(a.seq)")
+                            }
+                            subscribers[key] = nil
+                        }
+                    }
+                }
+            }
+            condition.mutex.unlock()
+        }
+    }
+
+    /// Sends the alerts raised at or after `fromSeq` so far, then every new one.
+    func subscribe(_ connection: FramedConnection, frameID: UInt64, fromSeq: UInt64) {
+        condition.mutex.locked {
+            if fromSeq <= projection.lastSeq {
+                for a in projection.anomalies(seq: fromSeq...projection.lastSeq) {
+                    _ = connection.push(Frame(.alert, id: frameID, payload: Array(a.json.utf8)).encoded, force: true)
+                }
+            }
+            subscribers[ObjectIdentifier(connection)] = (connection, frameID)
+        }
+    }
+
+    func leave(_ connection: FramedConnection) {
+        condition.mutex.locked { subscribers[ObjectIdentifier(connection)] = nil }
+    }
+
+    var lastSeq: UInt64 { condition.mutex.locked { projection.lastSeq } }
+}
+
+/// Reads blocks straight from the segment files with handles of its own, so a subscriber's
+/// catch-up never touches the committer's `SegmentLog`.
+final class BlockFileReader {
+    let directory: String
+    let fs = PosixFileSystem()
+    var handles: [String: any LedgerStorage.FileHandle] = [:]
+
+    init(directory: String) { self.directory = directory }
+    deinit { for h in handles.values { h.close() } }
+
+    func read(_ location: BlockLocation) -> DecodedBlock? {
+        let handle: any LedgerStorage.FileHandle
+        if let h = handles[location.segment] { handle = h } else {
+            guard let h = try? fs.open(joinPath(directory, location.segment), create: false, writable: false) else { return nil }
+            handles[location.segment] = h
+            handle = h
+        }
+        guard let stored = try? handle.read(at: location.offset + UInt64(BlockHeader.size), count: Int(location.header.storedBytes)),
+              stored.count == Int(location.header.storedBytes) else { return nil }
+        guard case let .success(raw) = stored.withUnsafeBytes({ BlockReader.rawPayload(header: location.header, stored: $0) }),
+              case let .success(block) = BlockReader.decode(header: location.header, raw: raw) else { return nil }
+        return block
+    }
+}
