@@ -5,13 +5,15 @@ import LedgerServer
 enum SendCommand {
     static let usage = """
     usage: tokenledger send --to HOST:PORT [FILE] [--batch-events N] [--window W]
+                           [--gateway ID --key-file FILE]
 
     Streams NDJSON (FILE or stdin) to a ledger server in framed mode: batches of N lines
     (default 4096), up to W batches in flight (default 32). Prints how many events were
     acknowledged and the last sequence number, also when the connection drops (then it exits
     1), so an operator always knows what made it. A batch the server refuses is reported with
     the input lines it held; the others still go.
-    """
+
+    """ + ClientAuth.help
 
     final class Shared: @unchecked Sendable {
         let cond = Condition()
@@ -26,10 +28,11 @@ enum SendCommand {
         var unacknowledged = Set<UInt64>()
         var readerFinished = false
         var serverPrefaceOK = true
+        var serverErrors = 0
     }
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["to", "batch-events", "window"], positionalsMax: 1), command: "send")
+        let args = try Arguments(arguments, spec: .init(options: Set(["to", "batch-events", "window"]).union(ClientAuth.options), positionalsMax: 1), command: "send")
         guard let endpoint = Endpoint(parsing: try args.required("to")) else { throw .usage("send", "--to expects HOST:PORT") }
         let batchLines = Int(try args.int("batch-events", range: 1...65_536) ?? 4096)
         let window = Int(try args.int("window", range: 1...1024) ?? 32)
@@ -42,10 +45,11 @@ enum SendCommand {
         }
         defer { if fd > 0 { close(fd) } }
 
+        let hello = try ClientAuth.hello(args)
         let socket: Socket
         do {
             socket = try Socket.connect(endpoint)
-            try socket.write(Frame.preface)
+            try socket.write(Frame.preface + (hello.map { $0.encoded } ?? []))
         } catch { throw .failure("send", "\(error)") }
         let shared = Shared()
         let inputName = name
@@ -83,6 +87,11 @@ enum SendCommand {
                                 shared.refused += 1
                                 let first = shared.firstLineOfBatch[frame.id] ?? 0, last = shared.lastLineOfBatch[frame.id] ?? 0
                                 printError("tokenledger send: batch \(frame.id) (\(inputName) lines \(first)-\(last)) refused, nothing from it committed: \(frame.text)")
+                            case .welcome:
+                                break
+                            case .error:
+                                shared.serverErrors += 1
+                                printError("tokenledger send: server refused" + (frame.id == 0 ? "" : " batch \(frame.id)") + ": \(frame.text)")
                             default:
                                 printError("tokenledger send: server: \(frame.type) \(frame.text)")
                             }
@@ -151,8 +160,9 @@ enum SendCommand {
         shared.cond.mutex.locked { while !shared.readerFinished { shared.cond.wait() } }
         socket.close()
 
-        let (acked, lastSeq, chain, refused, missing, serverPrefaceOK) = shared.cond.mutex.locked {
-            (shared.acknowledgedEvents, shared.lastSeq, shared.chainHash, shared.refused, shared.unacknowledged.count, shared.serverPrefaceOK)
+        let (acked, lastSeq, chain, refused, missing, serverPrefaceOK, serverErrors) = shared.cond.mutex.locked {
+            (shared.acknowledgedEvents, shared.lastSeq, shared.chainHash, shared.refused, shared.unacknowledged.count, shared.serverPrefaceOK,
+             shared.serverErrors)
         }
         let summary = "acknowledged \(acked) events" + (lastSeq > 0 ? ", last seq \(lastSeq)" + (chain.isEmpty ? "" : " (chain \(chain))") : "")
         if !serverPrefaceOK || lost || missing > 0 {
@@ -161,6 +171,6 @@ enum SendCommand {
             return 1
         }
         print(summary + (refused > 0 ? "; \(refused) batches refused" : ""))
-        return refused > 0 ? 1 : 0
+        return refused > 0 || serverErrors > 0 ? 1 : 0
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import LedgerModel
 import LedgerServer
@@ -6,7 +7,7 @@ import LedgerStorage
 enum ServeCommand {
     static let usage = """
     usage: tokenledger serve --data DIR [--listen HOST:PORT] [--fsync always|never]
-                             [--connections-max N] [--quiet]
+                             [--connections-max N] [--keys FILE] [--no-alerts] [--quiet]
 
     Takes gateway events over TCP (PROTOCOL.md): NDJSON lines from fire-and-forget shippers
     (nc, socat, Kong tcp-log), or framed batches acknowledged once durable, on the same port.
@@ -18,10 +19,14 @@ enum ServeCommand {
       --fsync P            always (default: an acknowledged batch survives power loss) or
                            never (acknowledged once written to the OS: survives kill -9 only)
       --connections-max N  connections at once (default 256); more are refused with a message
+      --keys FILE          require every connection to authenticate as a gateway: FILE has one
+                           "GATEWAY-ID KEY" per line (keys of 16 bytes or more). Events then
+                           carry the authenticated gateway. See PROTOCOL.md "Authentication".
+      --no-alerts          do not keep the state at the head (no anomaly alerts; faster start)
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max"], flags: ["quiet"]), command: "serve")
+        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys"], flags: ["quiet", "no-alerts"]), command: "serve")
         let directory = try args.required("data")
         var options = ServerOptions()
         if let text = args.string("listen") {
@@ -38,6 +43,13 @@ enum ServeCommand {
             }
         }
         let quiet = args.has("quiet")
+        options.alerts = !args.has("no-alerts")
+        if let path = args.string("keys") {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw .failure("serve", "cannot read the keys file \(path)")
+            }
+            do { options.credentials = try Credentials(parsing: text, source: path) } catch { throw .failure("serve", "\(error)") }
+        }
 
         // Signals go to this thread only (sigwait below); every thread started later inherits
         // the mask.
@@ -60,7 +72,8 @@ enum ServeCommand {
         // Unbuffered, so a script reading the port sees it now.
         let line = Array("listening \(options.listen.host):\(server.port)\n".utf8)
         _ = line.withUnsafeBytes { Glibc.write(1, $0.baseAddress!, $0.count) }
-        printError("serve: ledger \(directory) at seq \(log.lastSeq); listening on \(options.listen.host):\(server.port), fsync \(fsync)")
+        printError("serve: ledger \(directory) at seq \(log.lastSeq); listening on \(options.listen.host):\(server.port), fsync \(fsync)"
+                   + (options.credentials.map { ", \($0.gateways.count) gateway keys required" } ?? ", no authentication"))
 
         var last = server.statistics
         while true {

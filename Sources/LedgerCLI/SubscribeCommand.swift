@@ -5,7 +5,7 @@ import LedgerServer
 enum SubscribeCommand {
     static let usage = """
     usage: tokenledger subscribe --to HOST:PORT [--type T]... [--alerts] [--from-seq N]
-                                 [--no-events] [--limit N]
+                                 [--no-events] [--limit N] [--gateway ID --key-file FILE]
 
     Prints, live, every new event on the ledger that matches (NDJSON with "seq" and
     "received_at"), and with --alerts every anomaly alert (a JSON object with "anomaly").
@@ -17,10 +17,11 @@ enum SubscribeCommand {
       --no-events    alerts only
       --from-seq N   start from this sequence number (default: only what comes next)
       --limit N      stop after printing N lines
-    """
+
+    """ + ClientAuth.help
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["to", "type", "from-seq", "limit"], flags: ["alerts", "no-events"]), command: "subscribe")
+        let args = try Arguments(arguments, spec: .init(options: Set(["to", "type", "from-seq", "limit"]).union(ClientAuth.options), flags: ["alerts", "no-events"]), command: "subscribe")
         guard let endpoint = Endpoint(parsing: try args.required("to")) else { throw .usage("subscribe", "--to expects HOST:PORT") }
         var types = [String]()
         for list in args.strings("type") {
@@ -41,10 +42,11 @@ enum SubscribeCommand {
         if args.has("no-events") { fields.append("\"events\":false") }
         request += fields.joined(separator: ",") + "}"
 
+        let hello = try ClientAuth.hello(args)
         let socket: Socket
         do {
             socket = try Socket.connect(endpoint)
-            try socket.write(Frame.preface + Frame(.subscribe, id: 1, text: request).encoded)
+            try socket.write(Frame.preface + (hello.map { $0.encoded } ?? []) + Frame(.subscribe, id: 1, text: request).encoded)
         } catch { throw .failure("subscribe", "\(error)") }
         let out = OutputStream(fd: 1, flushBytes: 0)
         var parser = FrameParser(payloadBytesMax: 1 << 20)
@@ -69,6 +71,8 @@ enum SubscribeCommand {
             do {
                 while let frame = try parser.next() {
                     switch frame.type {
+                    case .welcome:
+                        break
                     case .subscribed:
                         printError("subscribe: \(frame.text)")
                     case .event, .alert:

@@ -32,6 +32,9 @@ public struct ServerOptions: Sendable {
     public var subscriberBytesMax = 16 << 20
     /// Keep a projection at the head for anomaly alerts to subscribers.
     public var alerts = true
+    /// When set, every connection must authenticate as one of these gateways before anything
+    /// it sends is taken (PROTOCOL.md "Authentication").
+    public var credentials: Credentials?
     public init() {}
 }
 
@@ -45,6 +48,7 @@ public struct ServerStats: Sendable, Equatable {
     public var linesSkipped = 0
     public var batchesAcknowledged = 0
     public var batchesRefused = 0
+    public var authenticationFailures = 0
     public var eventsCommitted = 0
 }
 
@@ -217,11 +221,16 @@ final class LineConnection {
         decoder = NDJSONDecoder(limits: server.options.limits)
     }
 
+    /// The authenticated gateway (line mode: the first line `{"auth":{"gateway":…,"key":…}}`).
+    var gateway: String?
+    var refused = false
+
     func run(initial: [UInt8]) {
         framer.append(initial)
         var buffer = [UInt8](repeating: 0, count: 256 << 10)
         while true {
             drain()
+            if refused { return }
             if !flush() { return }
             let n: Int
             do { n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) } } catch {
@@ -233,7 +242,24 @@ final class LineConnection {
         }
         framer.finish()
         drain()
+        if refused { return }
         _ = flush()
+    }
+
+    /// With credentials configured, the first line must authenticate; anything else ends the
+    /// connection with one JSON error line, and nothing it sent is kept.
+    private func authenticate(_ bytes: ArraySlice<UInt8>) -> Bool {
+        guard let credentials = server.options.credentials else { return true }
+        if let (g, k) = parseHello(Array(bytes), wrapped: true), credentials.check(gateway: g, key: k) {
+            gateway = g
+            return false
+        }
+        refused = true
+        pending.removeAll()
+        server.update { $0.authenticationFailures += 1 }
+        server.logger("line \(peer): refused: the first line must be {\"auth\":{\"gateway\":…,\"key\":…}} with a configured gateway's key")
+        try? socket.write(Array("{\"error\":\"authentication required: the first line must be {\\\"auth\\\":{\\\"gateway\\\":\\\"ID\\\",\\\"key\\\":\\\"KEY\\\"}}; nothing from this connection was taken\"}\n".utf8))
+        return false
     }
 
     private func drain() {
@@ -241,12 +267,23 @@ final class LineConnection {
         while let result = framer.nextLine() {
             switch result {
             case let .line(lineNumber, bytes):
+                if server.options.credentials != nil && gateway == nil {
+                    _ = authenticate(bytes)
+                    if refused { return }
+                    continue
+                }
                 do {
-                    let event = try bytes.withUnsafeBytes { (b) throws(EventDecodeError) in
+                    var event = try bytes.withUnsafeBytes { (b) throws(EventDecodeError) in
                         // Kong's tcp-log objects are recognised by shape (they have no "type").
                         KongLog.looksLikeKong(b) ? try KongLog.event(from: b, lineNumber: lineNumber, options: kongOptions)
                                                  : try decoder.decode(line: b, lineNumber: lineNumber)
                     }
+                    if let gateway, event.gateway != nil, event.gateway != gateway {
+                        rejected += 1
+                        server.logger("line \(peer): rejected line \(lineNumber): field \"gateway\" is not the authenticated gateway \"\(gateway)\"")
+                        continue
+                    }
+                    if let gateway, event.gateway == nil { event.gateway = gateway }
                     pending.append(event)
                     accepted += 1
                 } catch let error as EventDecodeError where error.reason.hasPrefix(KongLog.notATokenEvent) {
@@ -261,6 +298,10 @@ final class LineConnection {
                     server.logger("line \(peer): rejected \(error)")
                 }
             case let .oversized(lineNumber, byteCount):
+                if server.options.credentials != nil && gateway == nil {
+                    _ = authenticate([])
+                    return
+                }
                 rejected += 1
                 server.logger("line \(peer): rejected line \(lineNumber): \(byteCount) bytes, over the \(framer.lineBytesMax)-byte limit")
             }
@@ -313,6 +354,8 @@ final class FramedConnection: @unchecked Sendable {
     private var broken = false
     private var subscribed = false
     private var dropped = false
+    /// The authenticated gateway, when the server requires authentication.
+    private var gateway: String?
 
     var isClosed: Bool { replies.mutex.locked { broken || dropped || readerDone } }
 
@@ -397,11 +440,28 @@ final class FramedConnection: @unchecked Sendable {
     /// - Returns: false to stop reading.
     private func handle(_ frame: Frame) -> Bool {
         let slot = reserve()
+        if let credentials = server.options.credentials, gateway == nil, frame.type != .hello, frame.type != .ping {
+            fill(slot, Frame(.error, id: frame.id, text: json(["error": "authentication required: send HELLO with this gateway's id and key first (\(credentials.gateways.count) gateways are configured)"])).encoded)
+            server.logger("framed \(peer): refused: \(frame.type) before authenticating")
+            server.update { $0.authenticationFailures += 1 }
+            return false
+        }
         switch frame.type {
         case .ping:
             fill(slot, Frame(.pong, id: frame.id, payload: frame.payload).encoded)
         case .hello:
-            fill(slot, Frame(.welcome, id: frame.id, text: json(["server": "tokenledger", "protocol": "1"])).encoded)
+            if let credentials = server.options.credentials {
+                guard let (g, k) = parseHello(frame.payload, wrapped: false), credentials.check(gateway: g, key: k) else {
+                    fill(slot, Frame(.error, id: frame.id, text: json(["error": "authentication failed"])).encoded)
+                    server.logger("framed \(peer): authentication failed")
+                    server.update { $0.authenticationFailures += 1 }
+                    return false
+                }
+                gateway = g
+            }
+            var fields = ["server": "tokenledger", "protocol": "1", "head_seq": String(server.hub.head)]
+            if let gateway { fields["gateway"] = gateway }
+            fill(slot, Frame(.welcome, id: frame.id, text: json(fields)).encoded)
         case .batch:
             handleBatch(frame, slot: slot)
         case .subscribe:
@@ -446,7 +506,17 @@ final class FramedConnection: @unchecked Sendable {
                     failure = "line \(lineNumber): \(line.count) bytes, over the \(server.options.limits.lineBytesMax)-byte limit"
                     return
                 }
-                do { events.append(try decoder.decode(line: line, lineNumber: lineNumber)) } catch {
+                do {
+                    var event = try decoder.decode(line: line, lineNumber: lineNumber)
+                    if let gateway {
+                        // An authenticated gateway speaks for itself only.
+                        if event.gateway == nil { event.gateway = gateway } else if event.gateway != gateway {
+                            failure = "line \(lineNumber), field \"gateway\": \"\(event.gateway!.prefix(64))\" is not the authenticated gateway \"\(gateway)\""
+                            return
+                        }
+                    }
+                    events.append(event)
+                } catch {
                     failure = "\(error)"
                     return
                 }

@@ -48,6 +48,17 @@ struct SubscribeRequest {
     }
 }
 
+/// `{"gateway": "...", "key": "..."}` (a HELLO payload, or the value of `auth` in line mode).
+func parseHello(_ bytes: [UInt8], wrapped: Bool) -> (gateway: String, key: String)? {
+    guard var object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else { return nil }
+    if wrapped {
+        guard object.count == 1, let inner = object["auth"] as? [String: Any] else { return nil }
+        object = inner
+    }
+    guard let g = object["gateway"] as? String, let k = object["key"] as? String else { return nil }
+    return (g, k)
+}
+
 struct FrameRequestError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
