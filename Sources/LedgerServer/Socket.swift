@@ -57,6 +57,7 @@ public final class Socket: @unchecked Sendable {
     /// Stops reads (they return 0) without closing, so a thread blocked in `read` wakes up.
     public func shutdownRead() { _ = Glibc.shutdown(fd, Int32(SHUT_RD)) }
     public func shutdownBoth() { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+    public func shutdownWrite() { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
 
     public static func listen(_ endpoint: Endpoint, backlog: Int32 = 128) throws(SocketError) -> Socket {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
