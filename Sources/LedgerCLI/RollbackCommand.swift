@@ -1,11 +1,13 @@
 import LedgerModel
 import LedgerProjection
+import LedgerServer
 import LedgerStorage
 
 enum RollbackCommand {
     static let usage = """
     usage: tokenledger rollback --data DIR --to M [--policy revoke|keep] [--dry-run]
                                 [--format json|table] [--id ROLLBACK_MARKER]
+           tokenledger rollback --server HOST:PORT --admin-key-file FILE --to M [...]
 
     Rolls token state back to deployment marker M (PRODUCT.md "Rollback semantics"): active
     tokens created after M by a release no marker up to M names are revoked (policy revoke,
@@ -18,12 +20,17 @@ enum RollbackCommand {
 
       --format F   json (default; one object: marker, revoke, kept_known, unattributed,
                    stay_revoked, ...) or table
+      --server HOST:PORT --admin-key-file FILE
+                   ask a running server (which holds the ledger) to plan or apply it, with its
+                   admin key; the revocations then reach its subscribers at once. With
+                   --keys on the server, also --gateway ID --key-file FILE.
 
     """ + ProjectionSupport.optionsHelp
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ProjectionSupport.options.union(["to", "policy", "format", "id"]),
+        let args = try Arguments(arguments, spec: .init(options: ProjectionSupport.options.union(["to", "policy", "format", "id", "server", "admin-key-file"]).union(ClientAuth.options),
                                                         flags: ProjectionSupport.flags.union(["dry-run"])), command: "rollback")
+        if args.string("server") != nil { return try remote(args) }
         let target = try args.required("to")
         guard let policy = RollbackPolicy(rawValue: args.string("policy") ?? "revoke") else { throw .usage("rollback", "--policy must be revoke or keep") }
         let format = args.string("format") ?? "json"
@@ -86,6 +93,48 @@ enum RollbackCommand {
             try out.write(table(plan, verified: report, appended: (markerID, appended)))
         }
         try out.flush()
+        return 0
+    }
+
+    /// The rollback asked of a running server (PROTOCOL.md "Admin: rollback").
+    static func remote(_ args: Arguments) throws(CLIError) -> Int32 {
+        guard let endpoint = Endpoint(parsing: try args.required("server")) else { throw .usage("rollback", "--server expects HOST:PORT") }
+        let to = try args.required("to")
+        let keyFile = try args.required("admin-key-file")
+        guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8),
+              let key = text.split(separator: "\n").first.map({ String($0).trimmingCharacters(in: .whitespacesAndNewlines) }), !key.isEmpty else {
+            throw .failure("rollback", "cannot read the admin key from \(keyFile)")
+        }
+        let policy = args.string("policy") ?? "revoke"
+        guard RollbackPolicy(rawValue: policy) != nil else { throw .usage("rollback", "--policy must be revoke or keep") }
+        var request = "{\"to\":\(ClientAuth.jsonString(to)),\"policy\":\"\(policy)\",\"dry_run\":\(args.has("dry-run")),\"admin_key\":\(ClientAuth.jsonString(key))"
+        if let id = args.string("id") { request += ",\"id\":\(ClientAuth.jsonString(id))" }
+        request += "}"
+        let hello = try ClientAuth.hello(args)
+        let reply: Frame
+        do {
+            let socket = try Socket.connect(endpoint)
+            defer { socket.close() }
+            try socket.write(Frame.preface + (hello.map { $0.encoded } ?? []) + Frame(.rollback, id: 1, text: request).encoded)
+            var parser = FrameParser(payloadBytesMax: 64 << 20)
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            var prefaceLeft = Frame.preface.count
+            var found: Frame?
+            while found == nil {
+                let n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) }
+                if n == 0 { break }
+                var bytes = Array(buffer[0..<n])
+                let take = min(prefaceLeft, bytes.count)
+                bytes.removeFirst(take)
+                prefaceLeft -= take
+                parser.feed(bytes)
+                while let f = try parser.next() { if f.type == .rollbackResult || f.type == .error { found = f } }
+            }
+            guard let found else { throw CLIError.failure("rollback", "the server closed the connection without an answer; check the ledger before retrying") }
+            reply = found
+        } catch let e as CLIError { throw e } catch { throw .failure("rollback", "\(error)") }
+        if reply.type == .error { throw .failure("rollback", "server: \(reply.text)") }
+        print(reply.text)
         return 0
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LedgerCrypto
 import LedgerModel
 import LedgerServer
 import LedgerStorage
@@ -7,7 +8,8 @@ import LedgerStorage
 enum ServeCommand {
     static let usage = """
     usage: tokenledger serve --data DIR [--listen HOST:PORT] [--fsync always|never]
-                             [--connections-max N] [--keys FILE] [--no-alerts] [--quiet]
+                             [--connections-max N] [--keys FILE] [--admin-key-file FILE]
+                             [--no-alerts] [--quiet]
 
     Takes gateway events over TCP (PROTOCOL.md): NDJSON lines from fire-and-forget shippers
     (nc, socat, Kong tcp-log), or framed batches acknowledged once durable, on the same port.
@@ -22,11 +24,14 @@ enum ServeCommand {
       --keys FILE          require every connection to authenticate as a gateway: FILE has one
                            "GATEWAY-ID KEY" per line (keys of 16 bytes or more). Events then
                            carry the authenticated gateway. See PROTOCOL.md "Authentication".
-      --no-alerts          do not keep the state at the head (no anomaly alerts; faster start)
+      --admin-key-file F   allow admin requests (rollback) from clients presenting the key in
+                           F (first line, 16 bytes or more); without it they are refused
+      --no-alerts          do not keep the state at the head (no anomaly alerts, no rollback;
+                           faster start)
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys"], flags: ["quiet", "no-alerts"]), command: "serve")
+        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys", "admin-key-file"], flags: ["quiet", "no-alerts"]), command: "serve")
         let directory = try args.required("data")
         var options = ServerOptions()
         if let text = args.string("listen") {
@@ -44,6 +49,14 @@ enum ServeCommand {
         }
         let quiet = args.has("quiet")
         options.alerts = !args.has("no-alerts")
+        if let path = args.string("admin-key-file") {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+                  let key = text.split(separator: "\n").first.map({ String($0).trimmingCharacters(in: .whitespacesAndNewlines) }),
+                  key.utf8.count >= Credentials.keyBytesMin else {
+                throw .failure("serve", "cannot read an admin key of \(Credentials.keyBytesMin) bytes or more from \(path)")
+            }
+            options.adminKeyDigest = SHA256.hash(Array(key.utf8))
+        }
         if let path = args.string("keys") {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw .failure("serve", "cannot read the keys file \(path)")

@@ -12,6 +12,7 @@ public enum RollbackPolicy: String, Sendable, CaseIterable {
 
 public struct RollbackError: Error, CustomStringConvertible, Sendable, Equatable {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 

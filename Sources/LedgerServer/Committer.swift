@@ -22,6 +22,9 @@ final class Committer: @unchecked Sendable {
         /// The events themselves, for subscribers and the live projection.
         var events: [Event]
         var completion: @Sendable (Result<Committed, StorageError>) -> Void
+        /// Runs on the committer thread with nothing else appending (an admin rollback); it
+        /// may append with `appendNow`.
+        var exclusive: ((Committer) -> Void)? = nil
     }
 
     let log: SegmentLog
@@ -89,8 +92,29 @@ final class Committer: @unchecked Sendable {
             queuedEvents = 0
             condition.broadcast()
             condition.mutex.unlock()
-            commit(taken)
+            var group = [Submission]()
+            for s in taken {
+                if let body = s.exclusive {
+                    if !group.isEmpty { commit(group); group.removeAll() }
+                    body(self)
+                } else {
+                    group.append(s)
+                }
+            }
+            if !group.isEmpty { commit(group) }
         }
+    }
+
+    /// Queues `body` to run on the committer thread between commits.
+    func exclusive(_ body: @escaping (Committer) -> Void) -> Bool {
+        submit(Submission(blocks: [], eventCount: 0, events: [], completion: { _ in }, exclusive: body))
+    }
+
+    /// Appends `events` as one commit, now; only from an exclusive body.
+    func appendNow(_ events: [Event], blocks: [EncodedBlock]) -> Result<Committed, StorageError> {
+        nonisolated(unsafe) var outcome: Result<Committed, StorageError> = .failure(.failed("not committed"))
+        commit([Submission(blocks: blocks, eventCount: events.count, events: events, completion: { outcome = $0 })])
+        return outcome
     }
 
     private func commit(_ taken: [Submission]) {

@@ -8,6 +8,7 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case batch = 0x02
     case subscribe = 0x03
     case ping = 0x04
+    case rollback = 0x05
     // Server → client
     case welcome = 0x81
     case ack = 0x82
@@ -16,6 +17,7 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case alert = 0x85
     case pong = 0x86
     case subscribed = 0x87
+    case rollbackResult = 0x88
     case error = 0x8F
 }
 

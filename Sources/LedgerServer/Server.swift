@@ -35,6 +35,8 @@ public struct ServerOptions: Sendable {
     /// When set, every connection must authenticate as one of these gateways before anything
     /// it sends is taken (PROTOCOL.md "Authentication").
     public var credentials: Credentials?
+    /// SHA-256 of the admin key; admin requests (ROLLBACK) are refused when nil.
+    public var adminKeyDigest: Digest32?
     public init() {}
 }
 
@@ -464,6 +466,8 @@ final class FramedConnection: @unchecked Sendable {
             fill(slot, Frame(.welcome, id: frame.id, text: json(fields)).encoded)
         case .batch:
             handleBatch(frame, slot: slot)
+        case .rollback:
+            handleRollback(frame, slot: slot)
         case .subscribe:
             let request: SubscribeRequest
             do { request = try SubscribeRequest(json: frame.payload) } catch {
@@ -552,6 +556,62 @@ final class FramedConnection: @unchecked Sendable {
         }
     }
 
+    /// An admin rollback (PROTOCOL.md "Admin: rollback"), run between commits so the plan and
+    /// its revocations see exactly the ledger they are appended to.
+    private func handleRollback(_ frame: Frame, slot: Int) {
+        func refuse(_ message: String) { fill(slot, Frame(.error, id: frame.id, text: json(["error": message])).encoded) }
+        guard let digest = server.options.adminKeyDigest else { return refuse("admin requests are off: start serve with --admin-key-file") }
+        guard let request = RollbackRequest(frame.payload) else {
+            return refuse("ROLLBACK payload must be {\"to\":MARKER,\"policy\":\"revoke\"|\"keep\",\"dry_run\":BOOL,\"admin_key\":KEY[,\"id\":ID]}")
+        }
+        guard constantTimeEqual(SHA256.hash(Array(request.adminKey.utf8)), digest) else {
+            server.logger("framed \(peer): rollback refused: wrong admin key")
+            server.update { $0.authenticationFailures += 1 }
+            return refuse("admin key required: unauthorized; nothing changed")
+        }
+        guard let live = server.live else { return refuse("rollback needs the state at the head; the server runs with --no-alerts") }
+        let server = self.server
+        let accepted = server.committer.exclusive { [self] committer in
+            let log = server.log
+            let head = log.lastSeq
+            let outcome: Result<(RollbackPlan, [Event]), RollbackError> = live.withProjection(upTo: head) { p in
+                guard let marker = p.marker(named: request.to) else {
+                    return .failure(RollbackError(message: "unknown marker \"\(request.to)\"; nothing changed"))
+                }
+                let now = SystemClock().nowMs()
+                guard marker.ts <= now else { return .failure(RollbackError(message: "marker \(request.to) is not in the past; nothing changed")) }
+                var verifier = Verifier(directory: log.directory)
+                verifier.stopAtSeq = marker.seq
+                guard let report = try? verifier.run(), report.ok else {
+                    return .failure(RollbackError(message: "the ledger's history up to marker \(request.to) does not verify; nothing changed"))
+                }
+                do {
+                    let plan = try p.rollbackPlan(to: request.to, policy: request.policy)
+                    let id = request.id ?? "rollback-\(head + 1)"
+                    if p.marker(named: id) != nil { return .failure(RollbackError(message: "marker id \(id) is already on the ledger; nothing changed")) }
+                    return .success((plan, request.dryRun ? [] : p.rollbackEvents(plan, ts: max(now, p.headClock), markerID: id)))
+                } catch { return .failure((error as? RollbackError) ?? RollbackError(message: "\(error)")) }
+            }
+            switch outcome {
+            case let .failure(e):
+                fill(slot, Frame(.error, id: frame.id, text: json(["error": e.message])).encoded)
+            case let .success((plan, events)) where events.isEmpty:
+                fill(slot, Frame(.rollbackResult, id: frame.id, text: "{\"dry_run\":true,\"plan\":\(plan.json)}").encoded)
+            case let .success((plan, events)):
+                let appended: Result<Committed, StorageError>
+                do { appended = committer.appendNow(events, blocks: try server.encode(events)) } catch { appended = .failure((error as? StorageError) ?? .failed("\(error)")) }
+                switch appended {
+                case let .success(c):
+                    server.logger("rollback to \(request.to) applied: seq \(c.firstSeq)-\(c.lastSeq), \(plan.revoke.count) tokens revoked")
+                    fill(slot, Frame(.rollbackResult, id: frame.id, text: "{\"dry_run\":false,\"rollback_marker\":\"\(events[0].marker ?? "")\",\"first_seq\":\(c.firstSeq),\"last_seq\":\(c.lastSeq),\"chain_hash\":\"\(c.chainHash.hex)\",\"revoked\":\(plan.revoke.count),\"plan\":\(plan.json)}").encoded)
+                case let .failure(e):
+                    fill(slot, Frame(.error, id: frame.id, text: json(["error": "appending the rollback failed: \(e)"])).encoded)
+                }
+            }
+        }
+        if !accepted { refuse("the server is stopping; nothing changed") }
+    }
+
     // MARK: Ordered replies
 
     private func reserve() -> Int {
@@ -609,4 +669,26 @@ func json(_ fields: [String: String]) -> String {
     }
     out.append(UInt8(ascii: "}"))
     return String(decoding: out, as: UTF8.self)
+}
+
+struct RollbackRequest {
+    var to: String
+    var policy: RollbackPolicy
+    var dryRun: Bool
+    var adminKey: String
+    var id: String?
+
+    init?(_ payload: [UInt8]) {
+        guard let o = parseJSONObject(payload), let to = o["to"] as? String, let key = o["admin_key"] as? String else { return nil }
+        guard let policy = RollbackPolicy(rawValue: (o["policy"] as? String) ?? "revoke") else { return nil }
+        self.to = to; self.policy = policy; self.adminKey = key
+        self.dryRun = (o["dry_run"] as? Bool) ?? true
+        self.id = o["id"] as? String
+    }
+}
+
+func constantTimeEqual(_ a: Digest32, _ b: Digest32) -> Bool {
+    var d: UInt8 = 0
+    for (x, y) in zip(a.array, b.array) { d |= x ^ y }
+    return d == 0
 }

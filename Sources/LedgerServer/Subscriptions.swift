@@ -48,6 +48,10 @@ struct SubscribeRequest {
     }
 }
 
+func parseJSONObject(_ bytes: [UInt8]) -> [String: Any]? {
+    (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+}
+
 /// `{"gateway": "...", "key": "..."}` (a HELLO payload, or the value of `auth` in line mode).
 func parseHello(_ bytes: [UInt8], wrapped: Bool) -> (gateway: String, key: String)? {
     guard var object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else { return nil }
@@ -193,6 +197,7 @@ final class LiveProjection: @unchecked Sendable {
             for (first, events) in work {
                 let before = projection.anomalyCount
                 for (i, e) in events.enumerated() { projection.apply(e, seq: first + UInt64(i)) }
+                condition.broadcast()
                 if projection.anomalyCount > before && !subscribers.isEmpty {
                     let raised = projection.anomalies(seq: first...(first + UInt64(events.count) - 1))
                     for a in raised {
@@ -227,6 +232,14 @@ final class LiveProjection: @unchecked Sendable {
     }
 
     var lastSeq: UInt64 { condition.mutex.locked { projection.lastSeq } }
+
+    /// Runs `body` on the state once it has applied everything up to `seq`.
+    func withProjection<T>(upTo seq: UInt64, _ body: (Projection) -> T) -> T {
+        condition.mutex.locked {
+            while projection.lastSeq < seq && !stopping { condition.wait(timeoutMs: 100) }
+            return body(projection)
+        }
+    }
 }
 
 /// Reads blocks straight from the segment files with handles of its own, so a subscriber's
