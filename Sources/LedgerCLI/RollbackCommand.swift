@@ -1,3 +1,4 @@
+import Foundation
 import LedgerModel
 import LedgerProjection
 import LedgerServer
@@ -134,8 +135,28 @@ enum RollbackCommand {
             reply = found
         } catch let e as CLIError { throw e } catch { throw .failure("rollback", "\(error)") }
         if reply.type == .error { throw .failure("rollback", "server: \(reply.text)") }
-        print(reply.text)
+        if args.string("format") == "table" { print(remoteTable(reply.payload), terminator: "") } else { print(reply.text) }
         return 0
+    }
+
+    static func remoteTable(_ payload: [UInt8]) -> String {
+        guard let o = (try? JSONSerialization.jsonObject(with: Data(payload))) as? [String: Any], let p = o["plan"] as? [String: Any] else {
+            return String(decoding: payload, as: UTF8.self) + "\n"
+        }
+        func str(_ k: String) -> String { p[k].map { "\($0)" } ?? "-" }
+        let revoke = (p["revoke"] as? [String]) ?? []
+        var s = "rollback to \(str("marker")) (\(str("marker_release")) on \(str("marker_track")), seq \(str("marker_seq"))), state now at seq \(str("head_seq"))\n"
+        s += "  releases known at the marker: \(((p["known_releases"] as? [String]) ?? []).joined(separator: ", "))\n"
+        s += "  releases rolled back:        \(((p["rolled_back_releases"] as? [String]) ?? []).joined(separator: ", "))\n"
+        s += "  policy \(str("policy")): revoke \(revoke.count), kept (known release) \(str("kept_known")), unattributed \(str("unattributed")), stay revoked \(str("stay_revoked"))\n"
+        for id in revoke.prefix(5) { s += "    revoke \(id)\n" }
+        if revoke.count > 5 { s += "    … and \(revoke.count - 5) more\n" }
+        if (o["dry_run"] as? Bool) == false {
+            s += "appended \(o["rollback_marker"] ?? "-") and \(o["revoked"] ?? 0) revocations: seq \(o["first_seq"] ?? 0)-\(o["last_seq"] ?? 0), chain \(o["chain_hash"] ?? "-")\n"
+        } else {
+            s += "dry run: nothing appended\n"
+        }
+        return s
     }
 
     static func table(_ p: RollbackPlan, verified: VerifyReport, appended: (String, AppendResult)?) -> String {

@@ -78,6 +78,19 @@ public final class LedgerServer: @unchecked Sendable {
     }
 
     public var port: UInt16 { listener?.localPort ?? 0 }
+    var isStopping: Bool { state.mutex.locked { stopping } }
+
+    /// Reads for a connection; once the server is stopping, only what had already arrived when
+    /// it began to (at most the kernel's receive buffer), so a client that keeps sending cannot
+    /// hold the shutdown open.
+    func read(_ socket: Socket, into buffer: UnsafeMutableRawBufferPointer, stopBudget: inout Int?) throws(SocketError) -> Int {
+        guard isStopping else { return try socket.read(into: buffer) }
+        if stopBudget == nil { stopBudget = socket.receiveBufferBytes }
+        guard stopBudget! > 0 else { return 0 }
+        let n = try socket.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(buffer.count, stopBudget!)]), queuedOnly: true)
+        stopBudget! -= n
+        return n
+    }
     public var statistics: ServerStats { state.mutex.locked { stats } }
 
     func update(_ body: (inout ServerStats) -> Void) { state.mutex.locked { body(&stats) } }
@@ -229,13 +242,14 @@ final class LineConnection {
 
     func run(initial: [UInt8]) {
         framer.append(initial)
+        var stopBudget: Int?
         var buffer = [UInt8](repeating: 0, count: 256 << 10)
         while true {
             drain()
             if refused { return }
             if !flush() { return }
             let n: Int
-            do { n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) } } catch {
+            do { n = try buffer.withUnsafeMutableBytes { try server.read(socket, into: $0, stopBudget: &stopBudget) } } catch {
                 server.logger("line \(peer): \(error)")
                 break
             }
@@ -371,6 +385,7 @@ final class FramedConnection: @unchecked Sendable {
         startThread { [self] in writeLoop() }
         var parser = FrameParser(payloadBytesMax: server.options.framePayloadBytesMax)
         parser.feed(initial)
+        var stopBudget: Int?
         var buffer = [UInt8](repeating: 0, count: 256 << 10)
         reading: while true {
             do {
@@ -385,7 +400,7 @@ final class FramedConnection: @unchecked Sendable {
                 break
             }
             let n: Int
-            do { n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) } } catch { break }
+            do { n = try buffer.withUnsafeMutableBytes { try server.read(socket, into: $0, stopBudget: &stopBudget) } } catch { break }
             if n == 0 {
                 if parser.bufferedBytes > 0 {
                     server.logger("framed \(peer): connection ended inside a frame; \(parser.bufferedBytes) bytes of it dropped")

@@ -113,15 +113,26 @@ public final class Socket: @unchecked Sendable {
         return (s, peer)
     }
 
+    /// The kernel's receive buffer size: an upper bound on the bytes queued for this socket.
+    public var receiveBufferBytes: Int {
+        var size: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, &len) == 0 else { return 1 << 20 }
+        return Int(size)
+    }
+
     func setNoDelay() {
         var one: Int32 = 1
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// - Parameter queuedOnly: take only what has already arrived (0 when nothing has): a
+    ///   stopping server finishes what clients sent before the stop, not what they send after.
     /// - Returns: bytes read, 0 at end of stream.
-    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
+    public func read(into buffer: UnsafeMutableRawBufferPointer, queuedOnly: Bool = false) throws(SocketError) -> Int {
         while true {
-            let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+            let n = queuedOnly ? recv(fd, buffer.baseAddress!, buffer.count, Int32(MSG_DONTWAIT)) : Glibc.read(fd, buffer.baseAddress!, buffer.count)
+            if n < 0 && queuedOnly && (Glibc.errno == EAGAIN || Glibc.errno == EWOULDBLOCK) { return 0 }
             if n >= 0 { return n }
             if Glibc.errno == EINTR { continue }
             if Glibc.errno == ECONNRESET { return 0 }
