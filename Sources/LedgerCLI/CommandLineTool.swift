@@ -58,7 +58,8 @@ public enum CommandLineTool {
         }
         let rest = Array(arguments.dropFirst())
         if rest.contains("--help") || rest.contains("-h") {
-            print(command.name == "bench" && rest.first == "projections" ? ProjectionBench.usage : command.usage)
+            print(command.name == "bench" && rest.first == "projections" ? ProjectionBench.usage
+                  : command.name == "bench" && rest.first == "server" ? ServerBench.usage : command.usage)
             return 0
         }
         do {

@@ -162,9 +162,12 @@ final class SubscriptionHub: @unchecked Sendable {
     }
 }
 
-/// The server's own projection at the head, fed every durable commit, raising alerts.
+/// The server's own projection at the head, fed every durable commit, raising alerts. The queue
+/// and the state have separate locks: the committer only ever waits for the queue's, never for
+/// events being applied.
 final class LiveProjection: @unchecked Sendable {
-    private let condition = Condition()
+    private let queueLock = Condition()
+    private let stateLock = Condition()
     private let projection: Projection
     private var queue: [(UInt64, [Event])] = []
     private var subscribers: [ObjectIdentifier: (FramedConnection, UInt64)] = [:]
@@ -177,47 +180,50 @@ final class LiveProjection: @unchecked Sendable {
 
     /// From the committer thread; never blocks for long.
     func enqueue(firstSeq: UInt64, events: [Event]) {
-        condition.mutex.locked {
+        queueLock.mutex.locked {
             queue.append((firstSeq, events))
-            condition.signal()
+            queueLock.signal()
         }
     }
 
     func stop() {
-        condition.mutex.locked { stopping = true; condition.signal() }
+        queueLock.mutex.locked { stopping = true; queueLock.signal() }
+        stateLock.mutex.locked { stateLock.broadcast() }
     }
 
     private func run() {
         while true {
-            condition.mutex.lock()
-            while queue.isEmpty && !stopping { condition.wait() }
-            if queue.isEmpty { condition.mutex.unlock(); return }
-            let work = queue
-            queue.removeAll()
-            for (first, events) in work {
-                let before = projection.anomalyCount
-                for (i, e) in events.enumerated() { projection.apply(e, seq: first + UInt64(i)) }
-                condition.broadcast()
-                if projection.anomalyCount > before && !subscribers.isEmpty {
-                    let raised = projection.anomalies(seq: first...(first + UInt64(events.count) - 1))
-                    for a in raised {
-                        let bytes = Array(a.json.utf8)
-                        for (key, (connection, id)) in subscribers where !connection.push(Frame(.alert, id: id, payload: bytes).encoded) {
-                            if !connection.isClosed {
-                                connection.dropSubscription(reason: "the subscriber fell behind on alerts; resubscribe with from_seq \(a.seq)")
+            let work: [(UInt64, [Event])]? = queueLock.mutex.locked {
+                while queue.isEmpty && !stopping { queueLock.wait() }
+                if queue.isEmpty { return nil }
+                defer { queue.removeAll() }
+                return queue
+            }
+            guard let work else { return }
+            stateLock.mutex.locked {
+                for (first, events) in work {
+                    let before = projection.anomalyCount
+                    for (i, e) in events.enumerated() { projection.apply(e, seq: first + UInt64(i)) }
+                    if projection.anomalyCount > before && !subscribers.isEmpty {
+                        for a in projection.anomalies(seq: first...(first + UInt64(events.count) - 1)) {
+                            let bytes = Array(a.json.utf8)
+                            for (key, (connection, id)) in subscribers where !connection.push(Frame(.alert, id: id, payload: bytes).encoded) {
+                                if !connection.isClosed {
+                                    connection.dropSubscription(reason: "the subscriber fell behind on alerts; resubscribe with from_seq \(a.seq)")
+                                }
+                                subscribers[key] = nil
                             }
-                            subscribers[key] = nil
                         }
                     }
                 }
+                stateLock.broadcast()
             }
-            condition.mutex.unlock()
         }
     }
 
     /// Sends the alerts raised at or after `fromSeq` so far, then every new one.
     func subscribe(_ connection: FramedConnection, frameID: UInt64, fromSeq: UInt64) {
-        condition.mutex.locked {
+        stateLock.mutex.locked {
             if fromSeq <= projection.lastSeq {
                 for a in projection.anomalies(seq: fromSeq...projection.lastSeq) {
                     _ = connection.push(Frame(.alert, id: frameID, payload: Array(a.json.utf8)).encoded, force: true)
@@ -228,15 +234,15 @@ final class LiveProjection: @unchecked Sendable {
     }
 
     func leave(_ connection: FramedConnection) {
-        condition.mutex.locked { subscribers[ObjectIdentifier(connection)] = nil }
+        stateLock.mutex.locked { subscribers[ObjectIdentifier(connection)] = nil }
     }
 
-    var lastSeq: UInt64 { condition.mutex.locked { projection.lastSeq } }
+    var lastSeq: UInt64 { stateLock.mutex.locked { projection.lastSeq } }
 
     /// Runs `body` on the state once it has applied everything up to `seq`.
     func withProjection<T>(upTo seq: UInt64, _ body: (Projection) -> T) -> T {
-        condition.mutex.locked {
-            while projection.lastSeq < seq && !stopping { condition.wait(timeoutMs: 100) }
+        stateLock.mutex.locked {
+            while projection.lastSeq < seq && !queueLock.mutex.locked({ stopping }) { stateLock.wait(timeoutMs: 100) }
             return body(projection)
         }
     }

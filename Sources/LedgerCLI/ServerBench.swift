@@ -1,0 +1,300 @@
+// `tokenledger bench server`: the ledger server on loopback, measured with in-process clients
+// against the physical references on the same machine: loopback TCP throughput of the same bytes
+// and the disk's fdatasync latency.
+import Dispatch
+import Foundation
+import LedgerModel
+import LedgerServer
+import LedgerStorage
+import LedgerWorkload
+
+enum ServerBench {
+    static let usage = """
+    usage: tokenledger bench server [--events N] [--runs R] [--seed S] [--connections C]
+
+    Starts a server (fsync always, alerts on) on 127.0.0.1 in a scratch directory and measures,
+    R times each, with medians:
+      framed      C connections (default 4) sending pipelined 4096-event NDJSON batches:
+                  events acknowledged per second
+      line        C connections sending the same NDJSON as plain lines: events committed/s
+      ack latency batches of 1000 events at half the framed rate: p50 and p99 from sending a
+                  batch to its acknowledgement
+      revocation  meanwhile, one revocation every 5 ms: p50 and p99 from sending it to a
+                  subscriber (type revoked) receiving it
+    and the references: loopback TCP throughput of the same bytes into a reader that discards
+    them, and fdatasync latency of a 4 KiB write in the scratch directory.
+    """
+
+    static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
+        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections"]), command: "bench server")
+        let events = Int(try args.int("events", range: 10_000...100_000_000) ?? 2_000_000)
+        let runs = Int(try args.int("runs", range: 1...20) ?? 3)
+        let seed = try args.uint("seed") ?? 1
+        let connections = Int(try args.int("connections", range: 1...64) ?? 4)
+        let scratch = "/tmp/tokenledger-bench-server-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let progress = Progress(label: "bench")
+
+        var generator = WorkloadGenerator(WorkloadConfiguration(seed: seed, events: events))
+        var lines = [[UInt8]]()
+        lines.reserveCapacity(events)
+        while let e = generator.next() {
+            var line = [UInt8]()
+            NDJSONEncoder.append(e, to: &line)
+            lines.append(line)
+        }
+        let batches: [[UInt8]] = stride(from: 0, to: lines.count, by: 4096).map { start in
+            var payload = [UInt8]()
+            for l in lines[start..<min(lines.count, start + 4096)] { payload += l }
+            return payload
+        }
+        let totalBytes = batches.reduce(0) { $0 + $1.count }
+        printError("bench: \(events) events, \(totalBytes / events) bytes/event of NDJSON, \(connections) connections, \(runs) runs")
+
+        var loopback = [Double](), fsyncP50 = [Double](), fsyncP99 = [Double]()
+        var framed = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
+        for r in 0..<runs {
+            loopback.append(Double(events) / loopbackSeconds(batches))
+            let (p50, p99) = fsyncLatency(scratch)
+            fsyncP50.append(p50); fsyncP99.append(p99)
+
+            let dir = scratch + "/ledger-\(r)"
+            let (server, port) = try start(dir)
+            let t0 = monotonicNanoseconds()
+            let perConnection = (0..<connections).map { c in stride(from: c, to: batches.count, by: connections).map { batches[$0] } }
+            let group = DispatchGroup()
+            for c in 0..<connections {
+                let mine = perConnection[c]
+                DispatchQueue.global().async(group: group) { _ = framedClient(port: port, batches: mine, window: 16, paceBatchesPerSecond: nil) }
+            }
+            group.wait()
+            framed.append(Double(events) / seconds(since: t0))
+            progress.update(force: true, "run \(r + 1): framed \(formatCount(framed.last!)) events/s acknowledged")
+
+            let before = server.statistics.eventsCommitted
+            let t1 = monotonicNanoseconds()
+            for c in 0..<connections {
+                let mine = perConnection[c]
+                DispatchQueue.global().async(group: group) { lineClient(port: port, batches: mine) }
+            }
+            group.wait()
+            while server.statistics.eventsCommitted - before < events { usleep(1000) }
+            line.append(Double(events) / seconds(since: t1))
+            progress.update(force: true, "run \(r + 1): line \(formatCount(line.last!)) events/s committed")
+
+            // Half load: batches of 1000 at half the framed rate, with revocations on the side.
+            let small: [[UInt8]] = stride(from: 0, to: lines.count, by: 1000).map { start in
+                var payload = [UInt8]()
+                for l in lines[start..<min(lines.count, start + 1000)] { payload += l }
+                return payload
+            }
+            let rate = framed.last! / 2 / 1000 / Double(connections)
+            let latencies = Latencies()
+            let subscribed = DispatchSemaphore(value: 0)
+            let stopSubscriber = Flag()
+            DispatchQueue.global().async(group: group) { subscriber(port: port, latencies: latencies, ready: subscribed, stop: stopSubscriber) }
+            subscribed.wait()
+            let durationBatches = min(small.count / connections, Int(rate * 4) + 1)
+            for c in 0..<connections {
+                let mine = Array(small[(c * durationBatches)..<min(small.count, (c + 1) * durationBatches)])
+                DispatchQueue.global().async(group: group) {
+                    let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate)
+                    latencies.addAcks(l)
+                }
+            }
+            let revocations = revoker(port: port, seconds: Double(durationBatches) / max(rate, 1), latencies: latencies)
+            stopSubscriber.set()
+            _ = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)).write(Array("{\"type\":\"revoked\",\"ts\":1,\"token\":\"bench-stop\"}\n".utf8))
+            group.wait()
+            let acks = latencies.acks.sorted(), revs = latencies.revocations.sorted()
+            ackP50.append(percentile(acks, 0.5)); ackP99.append(percentile(acks, 0.99))
+            revP50.append(percentile(revs, 0.5)); revP99.append(percentile(revs, 0.99))
+            progress.update(force: true, "run \(r + 1): ack p99 \(String(format2: ackP99.last! * 1000)) ms over \(acks.count) batches; revocation p99 \(String(format2: revP99.last! * 1000)) ms over \(revs.count) of \(revocations)")
+            server.stop()
+        }
+
+        func med(_ x: [Double]) -> Double { let s = x.sorted(); return s[s.count / 2] }
+        print("tokenledger bench server — \(events) events (gen seed \(seed)), \(connections) connections, \(runs) runs, medians, fsync always")
+        print("  framed, pipelined 4096-event batches      \(formatCount(med(framed)).padding(10))events/s acknowledged   target >= 1M")
+        print("  line mode (plain NDJSON lines)            \(formatCount(med(line)).padding(10))events/s committed      target >= 500k")
+        print("  ack latency at half load, p50 / p99       \(String(format2: med(ackP50) * 1000)) / \(String(format2: med(ackP99) * 1000)) ms               target p99 <= 10 ms")
+        print("  revocation to subscriber, p50 / p99       \(String(format2: med(revP50) * 1000)) / \(String(format2: med(revP99) * 1000)) ms               target p99 <= 5 ms")
+        print("  reference: loopback TCP, same bytes       \(formatCount(med(loopback)).padding(10))events/s (\(Int(med(loopback) * Double(totalBytes) / Double(events) / 1e6)) MB/s)")
+        print("  reference: fdatasync 4 KiB, p50 / p99     \(String(format2: med(fsyncP50) * 1000)) / \(String(format2: med(fsyncP99) * 1000)) ms")
+        print("  ratios: framed = \(Int(med(framed) / med(loopback) * 100))% of loopback; line = \(Int(med(line) / med(loopback) * 100))%")
+        return 0
+    }
+
+    final class Flag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        func set() { lock.withLock { value = true } }
+        var isSet: Bool { lock.withLock { value } }
+    }
+
+    final class Latencies: @unchecked Sendable {
+        let lock = NSLock()
+        var acks = [Double]()
+        var revocations = [Double]()
+        var sentAt = [String: UInt64]()
+        func addAcks(_ l: [Double]) { lock.withLock { acks += l } }
+    }
+
+    static func start(_ dir: String) throws(CLIError) -> (LedgerServer, UInt16) {
+        let log: SegmentLog
+        do { log = try SegmentLog.open(directory: dir) } catch { throw .failure("bench", "\(error)") }
+        var options = ServerOptions()
+        options.listen = Endpoint(host: "127.0.0.1", port: 0)
+        let server = LedgerServer(log: log, options: options, logger: { _ in })
+        do { try server.start() } catch { throw .failure("bench", "\(error)") }
+        return (server, server.port)
+    }
+
+    static func seconds(since t: UInt64) -> Double { Double(monotonicNanoseconds() - t) / 1e9 }
+
+    static func percentile(_ sorted: [Double], _ p: Double) -> Double {
+        sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+    }
+
+    /// - Returns: each batch's acknowledgement latency in seconds.
+    static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?) -> [Double] {
+        guard let socket = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
+        defer { socket.close() }
+        try? socket.write(Frame.preface)
+        let lock = Condition()
+        nonisolated(unsafe) var inFlight = 0
+        nonisolated(unsafe) var sentAt = [UInt64](repeating: 0, count: batches.count)
+        nonisolated(unsafe) var latencies = [Double]()
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            var parser = FrameParser(payloadBytesMax: 1 << 20)
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            var skip = Frame.preface.count
+            var received = 0
+            while received < batches.count {
+                let n = (try? buffer.withUnsafeMutableBytes { try socket.read(into: $0) }) ?? 0
+                if n == 0 { break }
+                var bytes = Array(buffer[0..<n])
+                let take = min(skip, bytes.count)
+                bytes.removeFirst(take); skip -= take
+                parser.feed(bytes)
+                while let f = try? parser.next() {
+                    let now = monotonicNanoseconds()
+                    lock.mutex.locked {
+                        latencies.append(Double(now - sentAt[Int(f.id)]) / 1e9)
+                        inFlight -= 1
+                        lock.broadcast()
+                    }
+                    received += 1
+                }
+            }
+            done.signal()
+        }
+        let start = monotonicNanoseconds()
+        for (i, b) in batches.enumerated() {
+            if let pace = paceBatchesPerSecond {
+                let due = start + UInt64(Double(i) / pace * 1e9)
+                let now = monotonicNanoseconds()
+                if due > now { usleep(UInt32((due - now) / 1000)) }
+            }
+            lock.mutex.locked {
+                while inFlight >= window { lock.wait() }
+                inFlight += 1
+                sentAt[i] = monotonicNanoseconds()
+            }
+            if (try? socket.write(Frame(.batch, id: UInt64(i), payload: b).encoded)) == nil { break }
+        }
+        done.wait()
+        return lock.mutex.locked { latencies }
+    }
+
+    static func lineClient(port: UInt16, batches: [[UInt8]]) {
+        guard let socket = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)) else { return }
+        for b in batches { if (try? socket.write(b)) == nil { break } }
+        socket.close()
+    }
+
+    static func subscriber(port: UInt16, latencies: Latencies, ready: DispatchSemaphore, stop: Flag) {
+        guard let socket = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)) else { ready.signal(); return }
+        defer { socket.close() }
+        try? socket.write(Frame.preface + Frame(.subscribe, id: 1, text: #"{"types":["revoked"]}"#).encoded)
+        var parser = FrameParser(payloadBytesMax: 1 << 20)
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var skip = Frame.preface.count
+        var signalled = false
+        while !stop.isSet {
+            let n = (try? buffer.withUnsafeMutableBytes { try socket.read(into: $0) }) ?? 0
+            if n == 0 { break }
+            var bytes = Array(buffer[0..<n])
+            let take = min(skip, bytes.count)
+            bytes.removeFirst(take); skip -= take
+            parser.feed(bytes)
+            while let f = try? parser.next() {
+                let now = monotonicNanoseconds()
+                if f.type == .subscribed && !signalled { signalled = true; ready.signal() }
+                guard f.type == .event, let r = f.text.range(of: "\"token\":\"bench-rev-") else { continue }
+                let id = String(f.text[r.upperBound...].prefix(while: { $0 != "\"" }))
+                latencies.lock.withLock {
+                    if let sent = latencies.sentAt.removeValue(forKey: id) { latencies.revocations.append(Double(now - sent) / 1e9) }
+                }
+            }
+        }
+        if !signalled { ready.signal() }
+    }
+
+    /// Sends one revocation every 5 ms for `seconds`, each as its own framed batch.
+    static func revoker(port: UInt16, seconds: Double, latencies: Latencies) -> Int {
+        guard let socket = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)) else { return 0 }
+        defer { socket.close() }
+        try? socket.write(Frame.preface)
+        let count = max(1, Int(seconds / 0.005))
+        let start = monotonicNanoseconds()
+        for i in 0..<count {
+            let due = start + UInt64(i) * 5_000_000
+            let now = monotonicNanoseconds()
+            if due > now { usleep(UInt32((due - now) / 1000)) }
+            let id = "\(i)"
+            latencies.lock.withLock { latencies.sentAt[id] = monotonicNanoseconds() }
+            let line = "{\"type\":\"revoked\",\"ts\":\(1_795_478_400_000 + Int64(i)),\"token\":\"bench-rev-\(id)\",\"reason\":\"bench\"}\n"
+            if (try? socket.write(Frame(.batch, id: UInt64(i), text: line).encoded)) == nil { return i }
+        }
+        usleep(50_000)
+        return count
+    }
+
+    /// Seconds to move every batch over a loopback connection into a reader that drops it.
+    static func loopbackSeconds(_ batches: [[UInt8]]) -> Double {
+        guard let listener = try? Socket.listen(Endpoint(host: "127.0.0.1", port: 0)) else { return 1 }
+        let port = listener.localPort
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            guard let (s, _) = (try? listener.accept(timeoutMs: 5000)) ?? nil else { done.signal(); return }
+            var buffer = [UInt8](repeating: 0, count: 1 << 18)
+            while ((try? buffer.withUnsafeMutableBytes { try s.read(into: $0) }) ?? 0) > 0 {}
+            done.signal()
+        }
+        guard let c = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)) else { return 1 }
+        let t = monotonicNanoseconds()
+        for b in batches { try? c.write(b) }
+        c.close()
+        done.wait()
+        return seconds(since: t)
+    }
+
+    static func fsyncLatency(_ dir: String) -> (Double, Double) {
+        let path = dir + "/fsync-probe"
+        let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
+        defer { close(fd); unlink(path) }
+        let block = [UInt8](repeating: 0x5A, count: 4096)
+        var samples = [Double]()
+        for i in 0..<200 {
+            _ = block.withUnsafeBytes { pwrite(fd, $0.baseAddress!, 4096, off_t(i * 4096)) }
+            let t = monotonicNanoseconds()
+            fdatasync(fd)
+            samples.append(seconds(since: t))
+        }
+        samples.sort()
+        return (percentile(samples, 0.5), percentile(samples, 0.99))
+    }
+}
