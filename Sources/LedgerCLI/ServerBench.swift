@@ -16,6 +16,7 @@ enum ServerBench {
     R times each, with medians:
       framed      C connections (default 4) sending pipelined 4096-event NDJSON batches:
                   events acknowledged per second
+      binary      the same, with batches the client encoded (canonical block payloads)
       line        C connections sending the same NDJSON as plain lines: events committed/s
       ack latency batches of 1000 events at half the framed rate: p50 and p99 from sending a
                   batch to its acknowledgement
@@ -50,10 +51,16 @@ enum ServerBench {
             return payload
         }
         let totalBytes = batches.reduce(0) { $0 + $1.count }
+        let decoder = NDJSONDecoder()
+        let binaryBatches: [[UInt8]] = stride(from: 0, to: lines.count, by: 4096).map { start in
+            var encoder = BlockPayloadEncoder(expectedEvents: 4096)
+            for l in lines[start..<min(lines.count, start + 4096)] { encoder.append(try! decoder.decode(line: Array(l.dropLast()), lineNumber: 1)) }
+            return encoder.finish()
+        }
         printError("bench: \(events) events, \(totalBytes / events) bytes/event of NDJSON, \(connections) connections, \(runs) runs")
 
         var loopback = [Double](), fsyncP50 = [Double](), fsyncP99 = [Double]()
-        var framed = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
+        var framed = [Double](), binary = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
         for r in 0..<runs {
             loopback.append(Double(events) / loopbackSeconds(batches))
             let (p50, p99) = fsyncLatency(scratch)
@@ -71,6 +78,16 @@ enum ServerBench {
             group.wait()
             framed.append(Double(events) / seconds(since: t0))
             progress.update(force: true, "run \(r + 1): framed \(formatCount(framed.last!)) events/s acknowledged")
+
+            let perConnectionBinary = (0..<connections).map { c in stride(from: c, to: binaryBatches.count, by: connections).map { binaryBatches[$0] } }
+            let tb = monotonicNanoseconds()
+            for c in 0..<connections {
+                let mine = perConnectionBinary[c]
+                DispatchQueue.global().async(group: group) { _ = framedClient(port: port, batches: mine, window: 16, paceBatchesPerSecond: nil, type: .binaryBatch) }
+            }
+            group.wait()
+            binary.append(Double(events) / seconds(since: tb))
+            progress.update(force: true, "run \(r + 1): binary \(formatCount(binary.last!)) events/s acknowledged")
 
             let before = server.statistics.eventsCommitted
             let t1 = monotonicNanoseconds()
@@ -117,6 +134,7 @@ enum ServerBench {
         func med(_ x: [Double]) -> Double { let s = x.sorted(); return s[s.count / 2] }
         print("tokenledger bench server — \(events) events (gen seed \(seed)), \(connections) connections, \(runs) runs, medians, fsync always")
         print("  framed, pipelined 4096-event batches      \(formatCount(med(framed)).padding(10))events/s acknowledged   target >= 1M")
+        print("  framed, client-encoded binary batches     \(formatCount(med(binary)).padding(10))events/s acknowledged   target >= 1M")
         print("  line mode (plain NDJSON lines)            \(formatCount(med(line)).padding(10))events/s committed      target >= 500k")
         print("  ack latency at half load, p50 / p99       \(String(format2: med(ackP50) * 1000)) / \(String(format2: med(ackP99) * 1000)) ms               target p99 <= 10 ms")
         print("  revocation to subscriber, p50 / p99       \(String(format2: med(revP50) * 1000)) / \(String(format2: med(revP99) * 1000)) ms               target p99 <= 5 ms")
@@ -158,7 +176,7 @@ enum ServerBench {
     }
 
     /// - Returns: each batch's acknowledgement latency in seconds.
-    static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?) -> [Double] {
+    static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, type: FrameType = .batch) -> [Double] {
         guard let socket = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
         defer { socket.close() }
         try? socket.write(Frame.preface)
@@ -203,7 +221,7 @@ enum ServerBench {
                 inFlight += 1
                 sentAt[i] = monotonicNanoseconds()
             }
-            if (try? socket.write(Frame(.batch, id: UInt64(i), payload: b).encoded)) == nil { break }
+            if (try? socket.write(Frame(type, id: UInt64(i), payload: b).encoded)) == nil { break }
         }
         done.wait()
         return lock.mutex.locked { latencies }

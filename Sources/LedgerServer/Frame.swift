@@ -9,6 +9,7 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case subscribe = 0x03
     case ping = 0x04
     case rollback = 0x05
+    case binaryBatch = 0x06
     // Server → client
     case welcome = 0x81
     case ack = 0x82

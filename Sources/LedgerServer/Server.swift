@@ -482,6 +482,8 @@ final class FramedConnection: @unchecked Sendable {
             fill(slot, Frame(.welcome, id: frame.id, text: json(fields)).encoded)
         case .batch:
             handleBatch(frame, slot: slot)
+        case .binaryBatch:
+            handleBinaryBatch(frame, slot: slot)
         case .rollback:
             handleRollback(frame, slot: slot)
         case .subscribe:
@@ -507,6 +509,38 @@ final class FramedConnection: @unchecked Sendable {
             return false
         }
         return true
+    }
+
+    /// A batch the client encoded itself (the canonical block payload of FORMAT.md): decoded in
+    /// full and held to the same rules as NDJSON input before it is stored as given.
+    private func handleBinaryBatch(_ frame: Frame, slot: Int) {
+        var decoded: DecodedBlock?
+        var block: EncodedBlock?
+        var failure: String?
+        do { block = try EncodedBlock(validatedPayload: frame.payload, decoded: &decoded) } catch { failure = "\(error)" }
+        if let d = decoded, failure == nil { failure = BinaryBatchRules.check(d, limits: server.options.limits, batchEventsMax: server.options.batchEventsMax, gateway: gateway) }
+        guard failure == nil, let block, let d = decoded else {
+            server.update { $0.batchesRefused += 1 }
+            fill(slot, Frame(.nack, id: frame.id, text: json(["batch": String(frame.id), "error": failure ?? "not a batch"])).encoded)
+            return
+        }
+        submit([block], events: d.events, frameID: frame.id, slot: slot)
+    }
+
+    private func submit(_ blocks: [EncodedBlock], events: [Event], frameID id: UInt64, slot: Int) {
+        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: events, completion: { [self] result in
+            switch result {
+            case let .success(c):
+                server.update { $0.batchesAcknowledged += 1 }
+                fill(slot, Frame(.ack, id: id, payload: Frame.ackPayload(firstSeq: c.firstSeq, lastSeq: c.lastSeq, count: c.lastSeq - c.firstSeq + 1,
+                                                                          chainHash: c.chainHash.array)).encoded)
+            case let .failure(e):
+                fill(slot, Frame(.error, id: id, text: json(["error": "not committed: \(e)"])).encoded)
+            }
+        }))
+        if !accepted {
+            fill(slot, Frame(.error, id: id, text: json(["error": "the server is stopping or the ledger failed; batch not committed"])).encoded)
+        }
     }
 
     private func handleBatch(_ frame: Frame, slot: Int) {
@@ -709,4 +743,33 @@ func constantTimeEqual(_ a: Digest32, _ b: Digest32) -> Bool {
     var d: UInt8 = 0
     for (x, y) in zip(a.array, b.array) { d |= x ^ y }
     return d == 0
+}
+
+/// What a client-encoded batch must satisfy beyond decoding: the same promises NDJSON input
+/// gets from the decoder (no raw bearer token, valid UTF-8, field limits) and from the server
+/// (markers end blocks, an authenticated gateway speaks for itself).
+enum BinaryBatchRules {
+    static func check(_ b: DecodedBlock, limits: EventLimits, batchEventsMax: Int, gateway: String?) -> String? {
+        guard b.count <= batchEventsMax else { return "more than \(batchEventsMax) events in one batch" }
+        for i in 0..<b.count {
+            for t in [StringField.token, .parent] {
+                if let s = b.string(i, t) {
+                    var copy = s
+                    let raw = copy.withUTF8 { TokenFingerprint.needsFingerprint(UnsafeRawBufferPointer($0), tokenBytesMax: limits.tokenBytesMax) }
+                    if raw { return "event \(i + 1): field \"\(t == .token ? "token" : "parent")\" holds a raw bearer token or over \(limits.tokenBytesMax) bytes; send its sha256 fingerprint" }
+                }
+            }
+            if b.types[i].isMarker && i != b.count - 1 { return "event \(i + 1): a marker must be the last event of a binary batch" }
+            let pairs = Int(b.attrStart[i + 1] - b.attrStart[i]) / 2
+            if pairs > limits.attrsCountMax { return "event \(i + 1): \(pairs) attrs, over the limit of \(limits.attrsCountMax)" }
+            if let gateway, b.string(i, .gateway) != gateway {
+                return "event \(i + 1): field \"gateway\" must be the authenticated gateway \"\(gateway)\" in a binary batch"
+            }
+        }
+        for (n, s) in b.strings.enumerated() {
+            if s.utf8.count > limits.fieldBytesMax { return "string \(n) of the batch is \(s.utf8.count) bytes, over the \(limits.fieldBytesMax)-byte limit" }
+            if s.unicodeScalars.contains("\u{FFFD}") { return "string \(n) of the batch is not valid UTF-8 (or holds U+FFFD)" }
+        }
+        return nil
+    }
 }

@@ -1,0 +1,67 @@
+import Foundation
+import LedgerModel
+import LedgerServer
+import LedgerStorage
+import XCTest
+
+/// Client-encoded batches (BINARY_BATCH): stored as given once they decode and keep the same
+/// promises as NDJSON input; anything else is refused with nothing stored.
+final class BinaryBatchTests: XCTestCase {
+    func payload(_ events: [Event]) -> [UInt8] {
+        var encoder = BlockPayloadEncoder(expectedEvents: events.count)
+        for e in events { encoder.append(e) }
+        return encoder.finish()
+    }
+
+    func testBinaryBatchesAreCheckedThenStoredAsGiven() throws {
+        let dir = CLI.temporaryDirectory("binary")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (server, port) = try ServerCrashTests.startServer(dir)
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        let good = (0..<300).map { Event(type: .validated, ts: 1_000 + Int64($0), token: "t-\($0 % 17)", gateway: "gw-1", release: "v1", track: "stable") }
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+        var garbage = payload(good)
+        garbage[garbage.count / 2] ^= 0xFF
+        let frames = [
+            Frame(.binaryBatch, id: 1, payload: payload(good)),
+            Frame(.binaryBatch, id: 2, payload: payload([Event(type: .validated, ts: 5, token: jwt)])),
+            Frame(.binaryBatch, id: 3, payload: payload([Event(type: .deploy, ts: 6, release: "v2", track: "canary", marker: "m-1"),
+                                                         Event(type: .issued, ts: 7, token: "after-marker")])),
+            Frame(.binaryBatch, id: 4, payload: garbage),
+            Frame(.binaryBatch, id: 5, payload: payload([Event(type: .issued, ts: 8, token: "last", exp: 99)])),
+        ]
+        let socket = try Socket.connect(Endpoint(host: "127.0.0.1", port: port))
+        var out = Frame.preface
+        for f in frames { out += f.encoded }
+        try socket.write(out)
+        var parser = FrameParser(payloadBytesMax: 1 << 20)
+        var replies = [Frame]()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var skip = 8
+        while replies.count < frames.count {
+            let n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) }
+            if n == 0 { break }
+            var bytes = Array(buffer[0..<n])
+            let take = min(skip, bytes.count)
+            bytes.removeFirst(take); skip -= take
+            parser.feed(bytes)
+            while let f = try parser.next() { replies.append(f) }
+        }
+        socket.close()
+        XCTAssertEqual(replies.map(\.type), [.ack, .nack, .nack, .nack, .ack], "\(replies.map(\.text))")
+        XCTAssertTrue(replies[1].text.contains("raw bearer token"), replies[1].text)
+        XCTAssertFalse(replies[1].text.contains(jwt), "the refusal never quotes the token")
+        XCTAssertTrue(replies[2].text.contains("marker must be the last event"), replies[2].text)
+        XCTAssertEqual(replies[0].ack?.firstSeq, 1)
+        XCTAssertEqual(replies[0].ack?.lastSeq, 300)
+        XCTAssertEqual(replies[4].ack?.firstSeq, 301)
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+
+        let log = try SegmentLog.open(directory: dir, options: LogOptions(readOnly: true))
+        var events = [Event]()
+        for l in log.locateBlocks() { events += try log.readBlock(l).events }
+        XCTAssertEqual(events, good + [Event(type: .issued, ts: 8, token: "last", exp: 99)])
+        XCTAssertTrue(try Verifier(directory: dir).run().ok)
+    }
+}
