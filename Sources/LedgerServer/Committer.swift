@@ -9,6 +9,35 @@ import LedgerCrypto
 import LedgerModel
 import LedgerStorage
 
+/// A submission's events as its connection has them: parsed events (NDJSON input) or a decoded
+/// block (client-encoded batches), which the projection and subscribers read without building
+/// an `Event` per event.
+enum EventBatch {
+    case events([Event])
+    case block(DecodedBlock)
+
+    var count: Int {
+        switch self {
+        case let .events(e): e.count
+        case let .block(b): b.count
+        }
+    }
+
+    func type(at i: Int) -> EventType {
+        switch self {
+        case let .events(e): e[i].type
+        case let .block(b): b.types[i]
+        }
+    }
+
+    func event(at i: Int) -> Event {
+        switch self {
+        case let .events(e): e[i]
+        case let .block(b): b.event(at: i)
+        }
+    }
+}
+
 public struct Committed: Sendable, Equatable {
     public let firstSeq: UInt64
     public let lastSeq: UInt64
@@ -20,7 +49,7 @@ final class Committer: @unchecked Sendable {
         var blocks: [EncodedBlock]
         var eventCount: Int
         /// The events themselves, for subscribers and the live projection.
-        var events: [Event]
+        var events: EventBatch
         var completion: @Sendable (Result<Committed, StorageError>) -> Void
         /// Runs on the committer thread with nothing else appending (an admin rollback); it
         /// may append with `appendNow`.
@@ -40,7 +69,7 @@ final class Committer: @unchecked Sendable {
     var onCommit: (@Sendable (Int, UInt64) -> Void)?
     /// Called on the committer thread after each durable commit, before any completion: the
     /// first seq, the events in order, their blocks. Must not block.
-    var onDurable: ((UInt64, [Event], [BlockLocation]) -> Void)?
+    var onDurable: ((UInt64, [EventBatch], [BlockLocation]) -> Void)?
 
     init(log: SegmentLog, queueEventsMax: Int) {
         self.log = log
@@ -107,13 +136,13 @@ final class Committer: @unchecked Sendable {
 
     /// Queues `body` to run on the committer thread between commits.
     func exclusive(_ body: @escaping (Committer) -> Void) -> Bool {
-        submit(Submission(blocks: [], eventCount: 0, events: [], completion: { _ in }, exclusive: body))
+        submit(Submission(blocks: [], eventCount: 0, events: .events([]), completion: { _ in }, exclusive: body))
     }
 
     /// Appends `events` as one commit, now; only from an exclusive body.
     func appendNow(_ events: [Event], blocks: [EncodedBlock]) -> Result<Committed, StorageError> {
         nonisolated(unsafe) var outcome: Result<Committed, StorageError> = .failure(.failed("not committed"))
-        commit([Submission(blocks: blocks, eventCount: events.count, events: events, completion: { outcome = $0 })])
+        commit([Submission(blocks: blocks, eventCount: events.count, events: .events(events), completion: { outcome = $0 })])
         return outcome
     }
 
@@ -128,10 +157,7 @@ final class Committer: @unchecked Sendable {
         do {
             let result = try log.append(encoded: blocks)
             if let onDurable {
-                var events = [Event]()
-                events.reserveCapacity(blocks.reduce(0) { $0 + $1.eventCount })
-                for s in taken { events.append(contentsOf: s.events) }
-                onDurable(result.firstSeq, events, Array(log.blocks.suffix(blocks.count)))
+                onDurable(result.firstSeq, taken.map(\.events), Array(log.blocks.suffix(blocks.count)))
             }
             // Each submission is whole blocks, so the chain hash after it is a block's.
             var seq = result.firstSeq

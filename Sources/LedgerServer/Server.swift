@@ -109,9 +109,9 @@ public final class LedgerServer: @unchecked Sendable {
             for n in engine.notes { logger("note: \(n)") }
         }
         let hub = self.hub, live = self.live
-        committer.onDurable = { first, events, blocks in
-            hub.publish(firstSeq: first, events: events, newBlocks: blocks)
-            live?.enqueue(firstSeq: first, events: events)
+        committer.onDurable = { first, batches, blocks in
+            hub.publish(firstSeq: first, batches: batches, newBlocks: blocks)
+            live?.enqueue(firstSeq: first, batches: batches)
         }
         committer.onCommit = { [weak self] events, _ in self?.update { $0.eventsCommitted += events } }
         committer.start()
@@ -346,10 +346,10 @@ final class LineConnection {
                 }
             }
             guard let b = try? server.encode(kept), !b.isEmpty else { return true }
-            return server.committer.submit(.init(blocks: b, eventCount: kept.count, events: kept, completion: { _ in }))
+            return server.committer.submit(.init(blocks: b, eventCount: kept.count, events: .events(kept), completion: { _ in }))
         }
         let peer = self.peer, logger = server.logger
-        return server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: events, completion: { result in
+        return server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: .events(events), completion: { result in
             if case let .failure(e) = result { logger("line \(peer): \(events.count) events not committed: \(e)") }
         }))
     }
@@ -524,10 +524,10 @@ final class FramedConnection: @unchecked Sendable {
             fill(slot, Frame(.nack, id: frame.id, text: json(["batch": String(frame.id), "error": failure ?? "not a batch"])).encoded)
             return
         }
-        submit([block], events: d.events, frameID: frame.id, slot: slot)
+        submit([block], events: .block(d), frameID: frame.id, slot: slot)
     }
 
-    private func submit(_ blocks: [EncodedBlock], events: [Event], frameID id: UInt64, slot: Int) {
+    private func submit(_ blocks: [EncodedBlock], events: EventBatch, frameID id: UInt64, slot: Int) {
         let accepted = server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: events, completion: { [self] result in
             switch result {
             case let .success(c):
@@ -593,7 +593,7 @@ final class FramedConnection: @unchecked Sendable {
             return
         }
         let id = frame.id
-        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: events, completion: { [self] result in
+        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: .events(events), completion: { [self] result in
             switch result {
             case let .success(c):
                 server.update { $0.batchesAcknowledged += 1 }

@@ -88,28 +88,33 @@ final class SubscriptionHub: @unchecked Sendable {
     var head: UInt64 { lock.locked { lastSeq } }
 
     /// On the committer thread, after the events are durable.
-    func publish(firstSeq: UInt64, events: [Event], newBlocks: [BlockLocation]) {
+    func publish(firstSeq: UInt64, batches: [EventBatch], newBlocks: [BlockLocation]) {
         lock.locked {
+            let count = batches.reduce(0) { $0 + $1.count }
             blocks.append(contentsOf: newBlocks)
-            lastSeq = firstSeq + UInt64(events.count) - 1
+            lastSeq = firstSeq + UInt64(count) - 1
             guard !live.isEmpty else { return }
-            var lines = [Int: [UInt8]]()
             var blockIndex = 0
-            for (i, e) in events.enumerated() {
-                let seq = firstSeq + UInt64(i)
-                while blockIndex < newBlocks.count - 1 && newBlocks[blockIndex].header.lastSeq < seq { blockIndex += 1 }
-                for (key, sub) in live where sub.types.isEmpty || sub.types.contains(e.type) {
-                    if lines[i] == nil {
-                        var line = [UInt8]()
-                        NDJSONEncoder.append(e, seq: SequenceNumber(seq), receivedAt: newBlocks[blockIndex].header.receivedAt, to: &line)
-                        line.removeLast()
-                        lines[i] = line
-                    }
-                    if !sub.connection.push(Frame(.event, id: sub.frameID, payload: lines[i]!).encoded) {
-                        if !sub.connection.isClosed {
-                            sub.connection.dropSubscription(reason: "the subscriber fell behind; resubscribe with from_seq \(seq)")
+            var seq = firstSeq
+            for batch in batches {
+                for i in 0..<batch.count {
+                    defer { seq += 1 }
+                    while blockIndex < newBlocks.count - 1 && newBlocks[blockIndex].header.lastSeq < seq { blockIndex += 1 }
+                    let type = batch.type(at: i)
+                    var line: [UInt8]?
+                    for (key, sub) in live where sub.types.isEmpty || sub.types.contains(type) {
+                        if line == nil {
+                            var l = [UInt8]()
+                            NDJSONEncoder.append(batch.event(at: i), seq: SequenceNumber(seq), receivedAt: newBlocks[blockIndex].header.receivedAt, to: &l)
+                            l.removeLast()
+                            line = l
                         }
-                        live[key] = nil
+                        if !sub.connection.push(Frame(.event, id: sub.frameID, payload: line!).encoded) {
+                            if !sub.connection.isClosed {
+                                sub.connection.dropSubscription(reason: "the subscriber fell behind; resubscribe with from_seq \(seq)")
+                            }
+                            live[key] = nil
+                        }
                     }
                 }
             }
@@ -169,7 +174,7 @@ final class LiveProjection: @unchecked Sendable {
     private let queueLock = Condition()
     private let stateLock = Condition()
     private let projection: Projection
-    private var queue: [(UInt64, [Event])] = []
+    private var queue: [(UInt64, [EventBatch])] = []
     private var subscribers: [ObjectIdentifier: (FramedConnection, UInt64)] = [:]
     private var stopping = false
 
@@ -179,9 +184,9 @@ final class LiveProjection: @unchecked Sendable {
     }
 
     /// From the committer thread; never blocks for long.
-    func enqueue(firstSeq: UInt64, events: [Event]) {
+    func enqueue(firstSeq: UInt64, batches: [EventBatch]) {
         queueLock.mutex.locked {
-            queue.append((firstSeq, events))
+            queue.append((firstSeq, batches))
             queueLock.signal()
         }
     }
@@ -193,7 +198,7 @@ final class LiveProjection: @unchecked Sendable {
 
     private func run() {
         while true {
-            let work: [(UInt64, [Event])]? = queueLock.mutex.locked {
+            let work: [(UInt64, [EventBatch])]? = queueLock.mutex.locked {
                 while queue.isEmpty && !stopping { queueLock.wait() }
                 if queue.isEmpty { return nil }
                 defer { queue.removeAll() }
@@ -201,11 +206,18 @@ final class LiveProjection: @unchecked Sendable {
             }
             guard let work else { return }
             stateLock.mutex.locked {
-                for (first, events) in work {
+                for (start, batches) in work {
                     let before = projection.anomalyCount
-                    for (i, e) in events.enumerated() { projection.apply(e, seq: first + UInt64(i)) }
-                    if projection.anomalyCount > before && !subscribers.isEmpty {
-                        for a in projection.anomalies(seq: first...(first + UInt64(events.count) - 1)) {
+                    var first = start
+                    for batch in batches {
+                        switch batch {
+                        case let .events(events): for (i, e) in events.enumerated() { projection.apply(e, seq: first + UInt64(i)) }
+                        case let .block(block): projection.apply(block, firstSeq: first)
+                        }
+                        first += UInt64(batch.count)
+                    }
+                    if projection.anomalyCount > before && !subscribers.isEmpty && first > start {
+                        for a in projection.anomalies(seq: start...(first - 1)) {
                             let bytes = Array(a.json.utf8)
                             for (key, (connection, id)) in subscribers where !connection.push(Frame(.alert, id: id, payload: bytes).encoded) {
                                 if !connection.isClosed {
