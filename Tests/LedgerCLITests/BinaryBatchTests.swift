@@ -64,4 +64,30 @@ final class BinaryBatchTests: XCTestCase {
         XCTAssertEqual(events, good + [Event(type: .issued, ts: 8, token: "last", exp: 99)])
         XCTAssertTrue(try Verifier(directory: dir).run().ok)
     }
+
+    /// `send --binary` encodes on the client; what lands is what the NDJSON said, and a batch
+    /// with a bad line still goes as NDJSON so the server names the line.
+    func testSendBinaryStoresWhatTheNDJSONSaid() throws {
+        let dir = CLI.temporaryDirectory("send-binary")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (server, port) = try ServerCrashTests.startServer(dir)
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        let gen = try CLI.run(["gen", "--events", "3000", "--seed", "11"])
+        XCTAssertEqual(gen.status, 0)
+        let sent = try CLI.run(["send", "--to", "127.0.0.1:\(port)", "--binary", "--batch-events", "500"], stdin: Data(gen.stdout.utf8))
+        XCTAssertEqual(sent.status, 0, sent.stderr)
+        XCTAssertTrue(sent.stdout.contains("acknowledged 3000 events, last seq 3000"), sent.stdout)
+        let bad = Data((gen.stdout.split(separator: "\n").prefix(5).joined(separator: "\n") + "\n{\"type\":\"validated\",\"ts\":true,\"token\":\"x\"}\n").utf8)
+        let refused = try CLI.run(["send", "--to", "127.0.0.1:\(port)", "--binary"], stdin: bad)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("lines 1-6") && refused.stderr.contains("line 6, byte 25"), refused.stderr)
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        let log = try SegmentLog.open(directory: dir, options: LogOptions(readOnly: true))
+        var onDisk = [Event]()
+        for l in log.locateBlocks() { onDisk += try log.readBlock(l).events }
+        let decoder = NDJSONDecoder()
+        let expected = try gen.stdout.split(separator: "\n").map { try decoder.decode(line: String($0)) }
+        XCTAssertEqual(onDisk, expected, "the refused batch left nothing; the binary batches hold exactly the NDJSON's events")
+    }
 }
