@@ -1,3 +1,4 @@
+import LedgerModel
 /// A small, strict command-line parser: `--name value`, `--name=value`, `--flag`, positionals.
 /// Unknown options are errors, so a typo never silently changes what a command does.
 struct Arguments {
@@ -67,6 +68,15 @@ struct Arguments {
         guard let v = Int64(cleaned) ?? Int64(exactlyScaled: cleaned) else { throw .usage(command, "--\(name) expects an integer, got \"\(text)\"") }
         guard range.contains(v) else { throw .usage(command, "--\(name) must be within \(range.lowerBound)...\(range.upperBound), got \(v)") }
         return v
+    }
+
+    /// A point in time: epoch milliseconds or an RFC 3339 string.
+    func time(_ name: String) throws(CLIError) -> Int64? {
+        guard let text = string(name) else { return nil }
+        if let ms = Int64(text) { return ms }
+        do { return try Timestamp.parse(text) } catch {
+            throw .usage(command, "--\(name) expects epoch milliseconds or an RFC 3339 time: \(error)")
+        }
     }
 
     func uint(_ name: String) throws(CLIError) -> UInt64? {

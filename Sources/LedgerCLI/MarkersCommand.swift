@@ -36,9 +36,9 @@ enum MarkersCommand {
             } else {
                 var chain = hash.map { String($0.prefix(16)) + "…" } ?? "-"
                 if let chainSeq, chainSeq != m.seq { chain += " (block ends at seq \(chainSeq))" }
-                try out.write(ProjectionSupport.cell(String(m.seq), 12) + ProjectionSupport.cell(ProjectionSupport.time(m.ts), 26)
-                              + ProjectionSupport.cell(m.type.name, 10) + ProjectionSupport.cell(m.marker, 18) + ProjectionSupport.cell(m.release, 13)
-                              + ProjectionSupport.cell(m.track, 9) + ProjectionSupport.cell(m.weight.map(String.init), 8) + chain + "\n")
+                try out.write(tableCell(String(m.seq), 12) + tableCell(ProjectionSupport.time(m.ts), 26)
+                              + tableCell(m.type.name, 10) + tableCell(m.marker, 18) + tableCell(m.release, 13)
+                              + tableCell(m.track, 9) + tableCell(m.weight.map(String.init), 8) + chain + "\n")
             }
         }
         if format == "table" && result.projection.markers.isEmpty { try out.write("(no markers)\n") }

@@ -112,3 +112,10 @@ extension String {
         self = "\(whole)." + (frac < 10 ? "0" : "") + "\(frac)"
     }
 }
+
+/// A fixed-width table cell: "-" for nothing, cut with "…" when too long.
+func tableCell(_ text: String?, _ width: Int) -> String {
+    var t = text ?? "-"
+    if t.count > width - 1 { t = String(t.prefix(width - 2)) + "…" }
+    return t.padding(width)
+}

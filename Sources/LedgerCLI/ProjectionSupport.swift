@@ -55,18 +55,11 @@ enum ProjectionSupport {
         return (log, engine, progress)
     }
 
-    static func parseTime(_ text: String, _ name: String, _ command: String) throws(CLIError) -> Int64 {
-        if let ms = Int64(text) { return ms }
-        do { return try Timestamp.parse(text) } catch {
-            throw .usage(command, "--\(name) expects epoch milliseconds or an RFC 3339 time: \(error)")
-        }
-    }
-
     /// `--at-seq N | --at-time T | --at-marker M` (at most one); the head when none.
     static func point(_ args: Arguments) throws(CLIError) -> StatePoint {
         var points = [StatePoint]()
         if let n = try args.uint("at-seq") { points.append(.seq(n)) }
-        if let t = args.string("at-time") { points.append(.time(try parseTime(t, "at-time", args.command))) }
+        if let t = try args.time("at-time") { points.append(.time(t)) }
         if let m = args.string("at-marker") { points.append(.marker(m)) }
         guard points.count <= 1 else { throw .usage(args.command, "give at most one of --at-seq, --at-time, --at-marker") }
         return points.first ?? .head
@@ -82,11 +75,5 @@ enum ProjectionSupport {
     static func time(_ ms: Int64?) -> String {
         guard let ms else { return "-" }
         return Timestamp.formatRFC3339(epochMilliseconds: ms) ?? String(ms)
-    }
-
-    static func cell(_ text: String?, _ width: Int) -> String {
-        var t = text ?? "-"
-        if t.count > width - 1 { t = String(t.prefix(width - 2)) + "…" }
-        return t.padding(width)
     }
 }

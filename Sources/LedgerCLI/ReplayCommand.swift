@@ -31,14 +31,6 @@ enum ReplayCommand {
         var until: Int64?
     }
 
-    static func parseTime(_ text: String?, _ name: String) throws(CLIError) -> Int64? {
-        guard let text else { return nil }
-        if let ms = Int64(text) { return ms }
-        do { return try Timestamp.parse(text) } catch {
-            throw .usage("replay", "--\(name) expects epoch milliseconds or an RFC 3339 time: \(error)")
-        }
-    }
-
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
         let args = try Arguments(arguments, spec: .init(options: ["data", "from-seq", "to-seq", "since", "until", "token", "sub", "type",
                                                                   "release", "gateway", "limit", "format"]), command: "replay")
@@ -58,8 +50,8 @@ enum ReplayCommand {
         }
         filter.fromSeq = try args.uint("from-seq")
         filter.toSeq = try args.uint("to-seq")
-        filter.since = try parseTime(args.string("since"), "since")
-        filter.until = try parseTime(args.string("until"), "until")
+        filter.since = try args.time("since")
+        filter.until = try args.time("until")
         let limit = try args.uint("limit") ?? UInt64.max
         let format = args.string("format") ?? "ndjson"
         guard format == "ndjson" || format == "table" else { throw .usage("replay", "--format must be ndjson or table") }
@@ -126,11 +118,7 @@ enum TableFormat {
     static let header = "SEQ         TIME (UTC)                TYPE       TOKEN                    SUB            RELEASE    TRACK    GATEWAY  STATUS  REASON/MARKER\n"
 
     static func row(_ block: DecodedBlock, _ i: Int, seq: UInt64) -> String {
-        func cell(_ text: String?, _ width: Int) -> String {
-            var t = text ?? "-"
-            if t.count > width - 1 { t = String(t.prefix(width - 2)) + "…" }
-            return t.padding(width)
-        }
+        let cell = tableCell
         let status = block.presence[i] & PresenceBit.status != 0 ? String(block.status[i]) : "-"
         let note = block.string(i, .marker) ?? block.string(i, .reason)
         return cell(String(seq), 12) + cell(Timestamp.formatRFC3339(epochMilliseconds: block.ts[i]) ?? String(block.ts[i]), 26) + cell(block.types[i].name, 11)

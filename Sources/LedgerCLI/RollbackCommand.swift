@@ -43,26 +43,12 @@ enum RollbackCommand {
             throw .failure("rollback", "the ledger is read-only (\(log.recovery.damage.first.map { "\($0)" } ?? "damaged")); nothing appended")
         }
         let now = try ProjectionSupport.state(engine, at: .head, command: "rollback")
-        guard let marker = now.projection.marker(named: target) else {
-            let known = now.projection.markers.map(\.marker)
-            throw .failure("rollback", "unknown marker \"\(target)\" (" + (known.isEmpty ? "the ledger has no markers" : "known: " + known.suffix(12).joined(separator: ", ")) + "); nothing changed")
-        }
-        let wallClock = SystemClock().nowMs()
-        guard marker.ts <= wallClock else {
-            throw .failure("rollback", "marker \(target) is dated \(ProjectionSupport.time(marker.ts)), which is not in the past (now \(ProjectionSupport.time(wallClock))); nothing changed")
-        }
-
-        // The decision rests on the history up to the marker: prove it first.
-        var verifier = Verifier(directory: directory)
-        verifier.stopAtSeq = marker.seq
-        let report: VerifyReport
-        do { report = try verifier.run() } catch { throw .failure("rollback", "cannot verify the ledger: \(error); nothing changed") }
-        if let problem = report.problem {
-            throw .failure("rollback", "the ledger's history up to marker \(target) (seq \(marker.seq)) does not verify: \(problem); nothing changed")
-        }
-
-        let plan: RollbackPlan
-        do { plan = try now.projection.rollbackPlan(to: target, policy: policy) } catch { throw .failure("rollback", "\(error); nothing changed") }
+        let prepared: PreparedRollback
+        do {
+            prepared = try now.projection.prepareRollback(to: target, policy: policy, dryRun: dryRun, markerID: args.string("id"),
+                                                          nowMs: SystemClock().nowMs(), ledgerDirectory: directory)
+        } catch { throw .failure("rollback", "\(error)") }
+        let plan = prepared.plan, report = prepared.verified, markerID = prepared.markerID, ts = prepared.ts, events = prepared.events
         let out = OutputStream(fd: 1)
         if dryRun {
             try out.write(format == "json" ? plan.json + "\n" : table(plan, verified: report, appended: nil))
@@ -70,10 +56,6 @@ enum RollbackCommand {
             return 0
         }
 
-        let markerID = args.string("id") ?? "rollback-\(log.lastSeq + 1)"
-        guard now.projection.marker(named: markerID) == nil else { throw .failure("rollback", "marker id \(markerID) is already on the ledger; nothing changed") }
-        let ts = max(wallClock, now.projection.headClock)
-        let events = now.projection.rollbackEvents(plan, ts: ts, markerID: markerID)
         let appended: AppendResult
         do {
             // One commit, fsynced before it is reported (the log's default policy).
@@ -102,10 +84,7 @@ enum RollbackCommand {
         guard let endpoint = Endpoint(parsing: try args.required("server")) else { throw .usage("rollback", "--server expects HOST:PORT") }
         let to = try args.required("to")
         let keyFile = try args.required("admin-key-file")
-        guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8),
-              let key = text.split(separator: "\n").first.map({ String($0).trimmingCharacters(in: .whitespacesAndNewlines) }), !key.isEmpty else {
-            throw .failure("rollback", "cannot read the admin key from \(keyFile)")
-        }
+        guard let key = ClientAuth.readKey(keyFile) else { throw .failure("rollback", "cannot read the admin key from \(keyFile)") }
         let policy = args.string("policy") ?? "revoke"
         guard RollbackPolicy(rawValue: policy) != nil else { throw .usage("rollback", "--policy must be revoke or keep") }
         var request = "{\"to\":\(ClientAuth.jsonString(to)),\"policy\":\"\(policy)\",\"dry_run\":\(args.has("dry-run")),\"admin_key\":\(ClientAuth.jsonString(key))"
@@ -114,22 +93,11 @@ enum RollbackCommand {
         let hello = try ClientAuth.hello(args)
         let reply: Frame
         do {
-            let socket = try Socket.connect(endpoint)
-            defer { socket.close() }
-            try socket.write(Frame.preface + (hello.map { $0.encoded } ?? []) + Frame(.rollback, id: 1, text: request).encoded)
-            var parser = FrameParser(payloadBytesMax: 64 << 20)
-            var buffer = [UInt8](repeating: 0, count: 1 << 16)
-            var prefaceLeft = Frame.preface.count
+            let client = try FramedClient(endpoint, first: (hello.map { [$0] } ?? []) + [Frame(.rollback, id: 1, text: request)])
+            defer { client.close() }
             var found: Frame?
-            while found == nil {
-                let n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) }
-                if n == 0 { break }
-                var bytes = Array(buffer[0..<n])
-                let take = min(prefaceLeft, bytes.count)
-                bytes.removeFirst(take)
-                prefaceLeft -= take
-                parser.feed(bytes)
-                while let f = try parser.next() { if f.type == .rollbackResult || f.type == .error { found = f } }
+            while found == nil, let f = try client.next() {
+                if f.type == .rollbackResult || f.type == .error { found = f }
             }
             guard let found else { throw CLIError.failure("rollback", "the server closed the connection without an answer; check the ledger before retrying") }
             reply = found

@@ -78,64 +78,47 @@ enum SendCommand {
         defer { if fd > 0 { close(fd) } }
 
         let hello = try ClientAuth.hello(args)
-        let socket: Socket
-        do {
-            socket = try Socket.connect(endpoint)
-            try socket.write(Frame.preface + (hello.map { $0.encoded } ?? []))
-        } catch { throw .failure("send", "\(error)") }
+        let client: FramedClient
+        do { client = try FramedClient(endpoint, payloadBytesMax: 1 << 20, first: hello.map { [$0] } ?? []) } catch { throw .failure("send", "\(error)") }
+        let socket = client.socket
         let shared = Shared()
         let inputName = name
 
         startThread {
-            var parser = FrameParser(payloadBytesMax: 1 << 20)
-            var buffer = [UInt8](repeating: 0, count: 64 << 10)
-            var preface = [UInt8]()
-            loop: while true {
-                let n = (try? buffer.withUnsafeMutableBytes { try socket.read(into: $0) }) ?? 0
-                if n == 0 { break }
-                var bytes = Array(buffer[0..<n])
-                if preface.count < Frame.preface.count {
-                    let take = min(Frame.preface.count - preface.count, bytes.count)
-                    preface += bytes.prefix(take)
-                    bytes.removeFirst(take)
-                    if !Frame.preface.starts(with: preface) {
-                        shared.cond.mutex.locked { shared.serverPrefaceOK = false }
-                        printError("tokenledger send: the server did not answer in framed mode: \(String(decoding: preface + bytes, as: UTF8.self).prefix(200))")
-                        break
-                    }
-                }
-                parser.feed(bytes)
-                do {
-                    while let frame = try parser.next() {
-                        shared.cond.mutex.locked {
-                            switch frame.type {
-                            case .ack:
-                                if let a = frame.ack {
-                                    shared.acknowledgedEvents += a.count
-                                    shared.lastSeq = max(shared.lastSeq, a.lastSeq)
-                                    shared.chainHash = a.chainHash.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
-                                }
-                            case .nack:
-                                shared.refused += 1
-                                let first = shared.firstLineOfBatch[frame.id] ?? 0, last = shared.lastLineOfBatch[frame.id] ?? 0
-                                printError("tokenledger send: batch \(frame.id) (\(inputName) lines \(first)-\(last)) refused, nothing from it committed: \(frame.text)")
-                            case .welcome:
-                                break
-                            case .error:
-                                shared.serverErrors += 1
-                                printError("tokenledger send: server refused" + (frame.id == 0 ? "" : " batch \(frame.id)") + ": \(frame.text)")
-                            default:
-                                printError("tokenledger send: server: \(frame.type) \(frame.text)")
-                            }
-                            if frame.type == .ack || frame.type == .nack || frame.type == .error {
-                                if shared.unacknowledged.remove(frame.id) != nil { shared.inFlight -= 1 }
-                            }
-                            shared.cond.broadcast()
-                        }
-                    }
+            while true {
+                let frame: Frame
+                do throws(FrameError) {
+                    guard let f = try client.next() else { break }
+                    frame = f
                 } catch {
-                    printError("tokenledger send: \(error)")
-                    break loop
+                    if error.reason.hasPrefix("the server did not answer") { shared.cond.mutex.locked { shared.serverPrefaceOK = false } }
+                    printError("tokenledger send: \(error.reason)")
+                    break
+                }
+                shared.cond.mutex.locked {
+                    switch frame.type {
+                    case .ack:
+                        if let a = frame.ack {
+                            shared.acknowledgedEvents += a.count
+                            shared.lastSeq = max(shared.lastSeq, a.lastSeq)
+                            shared.chainHash = a.chainHash.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+                        }
+                    case .nack:
+                        shared.refused += 1
+                        let first = shared.firstLineOfBatch[frame.id] ?? 0, last = shared.lastLineOfBatch[frame.id] ?? 0
+                        printError("tokenledger send: batch \(frame.id) (\(inputName) lines \(first)-\(last)) refused, nothing from it committed: \(frame.text)")
+                    case .welcome:
+                        break
+                    case .error:
+                        shared.serverErrors += 1
+                        printError("tokenledger send: server refused" + (frame.id == 0 ? "" : " batch \(frame.id)") + ": \(frame.text)")
+                    default:
+                        printError("tokenledger send: server: \(frame.type) \(frame.text)")
+                    }
+                    if frame.type == .ack || frame.type == .nack || frame.type == .error {
+                        if shared.unacknowledged.remove(frame.id) != nil { shared.inFlight -= 1 }
+                    }
+                    shared.cond.broadcast()
                 }
             }
             shared.cond.mutex.locked { shared.closed = true; shared.readerFinished = true; shared.cond.broadcast() }

@@ -50,9 +50,7 @@ enum ServeCommand {
         let quiet = args.has("quiet")
         options.alerts = !args.has("no-alerts")
         if let path = args.string("admin-key-file") {
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8),
-                  let key = text.split(separator: "\n").first.map({ String($0).trimmingCharacters(in: .whitespacesAndNewlines) }),
-                  key.utf8.count >= Credentials.keyBytesMin else {
+            guard let key = ClientAuth.readKey(path), key.utf8.count >= Credentials.keyBytesMin else {
                 throw .failure("serve", "cannot read an admin key of \(Credentials.keyBytesMin) bytes or more from \(path)")
             }
             options.adminKeyDigest = SHA256.hash(Array(key.utf8))

@@ -181,35 +181,24 @@ enum ServerBench {
 
     /// - Returns: each batch's acknowledgement latency in seconds.
     static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, type: FrameType = .batch) -> [Double] {
-        guard let socket = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
-        defer { socket.close() }
-        try? socket.write(Frame.preface)
+        guard let client = try? FramedClient(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
+        let socket = client.socket
+        defer { client.close() }
         let lock = Condition()
         nonisolated(unsafe) var inFlight = 0
         nonisolated(unsafe) var sentAt = [UInt64](repeating: 0, count: batches.count)
         nonisolated(unsafe) var latencies = [Double]()
         let done = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
-            var parser = FrameParser(payloadBytesMax: 1 << 20)
-            var buffer = [UInt8](repeating: 0, count: 1 << 16)
-            var skip = Frame.preface.count
             var received = 0
-            while received < batches.count {
-                let n = (try? buffer.withUnsafeMutableBytes { try socket.read(into: $0) }) ?? 0
-                if n == 0 { break }
-                var bytes = Array(buffer[0..<n])
-                let take = min(skip, bytes.count)
-                bytes.removeFirst(take); skip -= take
-                parser.feed(bytes)
-                while let f = try? parser.next() {
-                    let now = monotonicNanoseconds()
-                    lock.mutex.locked {
-                        latencies.append(Double(now - sentAt[Int(f.id)]) / 1e9)
-                        inFlight -= 1
-                        lock.broadcast()
-                    }
-                    received += 1
+            while received < batches.count, let f = try? client.next() {
+                let now = monotonicNanoseconds()
+                lock.mutex.locked {
+                    latencies.append(Double(now - sentAt[Int(f.id)]) / 1e9)
+                    inFlight -= 1
+                    lock.broadcast()
                 }
+                received += 1
             }
             done.signal()
         }
@@ -238,28 +227,19 @@ enum ServerBench {
     }
 
     static func subscriber(port: UInt16, latencies: Latencies, ready: DispatchSemaphore, stop: Flag) {
-        guard let socket = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)) else { ready.signal(); return }
-        defer { socket.close() }
-        try? socket.write(Frame.preface + Frame(.subscribe, id: 1, text: #"{"types":["revoked"]}"#).encoded)
-        var parser = FrameParser(payloadBytesMax: 1 << 20)
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        var skip = Frame.preface.count
+        guard let client = try? FramedClient(Endpoint(host: "127.0.0.1", port: port), first: [Frame(.subscribe, id: 1, text: #"{"types":["revoked"]}"#)]) else {
+            ready.signal()
+            return
+        }
+        defer { client.close() }
         var signalled = false
-        while !stop.isSet {
-            let n = (try? buffer.withUnsafeMutableBytes { try socket.read(into: $0) }) ?? 0
-            if n == 0 { break }
-            var bytes = Array(buffer[0..<n])
-            let take = min(skip, bytes.count)
-            bytes.removeFirst(take); skip -= take
-            parser.feed(bytes)
-            while let f = try? parser.next() {
-                let now = monotonicNanoseconds()
-                if f.type == .subscribed && !signalled { signalled = true; ready.signal() }
-                guard f.type == .event, let r = f.text.range(of: "\"token\":\"bench-rev-") else { continue }
-                let id = String(f.text[r.upperBound...].prefix(while: { $0 != "\"" }))
-                latencies.lock.withLock {
-                    if let sent = latencies.sentAt.removeValue(forKey: id) { latencies.revocations.append(Double(now - sent) / 1e9) }
-                }
+        while !stop.isSet, let f = try? client.next() {
+            let now = monotonicNanoseconds()
+            if f.type == .subscribed && !signalled { signalled = true; ready.signal() }
+            guard f.type == .event, let r = f.text.range(of: "\"token\":\"bench-rev-") else { continue }
+            let id = String(f.text[r.upperBound...].prefix(while: { $0 != "\"" }))
+            latencies.lock.withLock {
+                if let sent = latencies.sentAt.removeValue(forKey: id) { latencies.revocations.append(Double(now - sent) / 1e9) }
             }
         }
         if !signalled { ready.signal() }

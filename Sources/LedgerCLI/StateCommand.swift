@@ -54,9 +54,9 @@ enum StateCommand {
             for a in p.anomalies {
                 if format == "table" {
                     let detail = a.rate.map { "rejection rate \(String(format1: $0 * 100))% vs stable \(String(format1: (a.stableRate ?? 0) * 100))%" } ?? ""
-                    try out.write(ProjectionSupport.cell(String(a.seq), 12) + ProjectionSupport.cell(ProjectionSupport.time(a.ts), 26)
-                                  + ProjectionSupport.cell(a.kind.name, 24) + ProjectionSupport.cell(a.token, 25) + ProjectionSupport.cell(a.release, 11)
-                                  + ProjectionSupport.cell(a.track, 9) + ProjectionSupport.cell(a.gateway, 9) + detail + "\n")
+                    try out.write(tableCell(String(a.seq), 12) + tableCell(ProjectionSupport.time(a.ts), 26)
+                                  + tableCell(a.kind.name, 24) + tableCell(a.token, 25) + tableCell(a.release, 11)
+                                  + tableCell(a.track, 9) + tableCell(a.gateway, 9) + detail + "\n")
                 } else {
                     try out.write(a.json + "\n")
                 }
@@ -70,9 +70,9 @@ enum StateCommand {
         } else if format == "table" {
             try out.write("TOKEN                                    STATUS      SUB              CLIENT        RELEASE    TRACK    ISSUED (UTC)              EXPIRES (UTC)             USES\n")
             try p.forEachToken(clock: result.clock) { (v) throws(CLIError) in
-                try out.write(ProjectionSupport.cell(v.id, 41) + ProjectionSupport.cell(v.status.rawValue, 12) + ProjectionSupport.cell(v.sub, 17)
-                              + ProjectionSupport.cell(v.clientID, 14) + ProjectionSupport.cell(v.release, 11) + ProjectionSupport.cell(v.track, 9)
-                              + ProjectionSupport.cell(ProjectionSupport.time(v.issuedAt), 26) + ProjectionSupport.cell(ProjectionSupport.time(v.exp), 26)
+                try out.write(tableCell(v.id, 41) + tableCell(v.status.rawValue, 12) + tableCell(v.sub, 17)
+                              + tableCell(v.clientID, 14) + tableCell(v.release, 11) + tableCell(v.track, 9)
+                              + tableCell(ProjectionSupport.time(v.issuedAt), 26) + tableCell(ProjectionSupport.time(v.exp), 26)
                               + String(v.useCount) + "\n")
             }
         } else {

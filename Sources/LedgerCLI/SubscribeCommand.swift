@@ -43,50 +43,36 @@ enum SubscribeCommand {
         request += fields.joined(separator: ",") + "}"
 
         let hello = try ClientAuth.hello(args)
-        let socket: Socket
-        do {
-            socket = try Socket.connect(endpoint)
-            try socket.write(Frame.preface + (hello.map { $0.encoded } ?? []) + Frame(.subscribe, id: 1, text: request).encoded)
-        } catch { throw .failure("subscribe", "\(error)") }
+        let client: FramedClient
+        do { client = try FramedClient(endpoint, payloadBytesMax: 1 << 20, first: (hello.map { [$0] } ?? []) + [Frame(.subscribe, id: 1, text: request)]) } catch {
+            throw .failure("subscribe", "\(error)")
+        }
         let out = OutputStream(fd: 1, flushBytes: 0)
-        var parser = FrameParser(payloadBytesMax: 1 << 20)
-        var buffer = [UInt8](repeating: 0, count: 64 << 10)
-        var prefaceLeft = Frame.preface.count
         var printed: UInt64 = 0
         var lastSeq: UInt64 = 0
         while true {
-            let n: Int
-            do { n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) } } catch { throw .failure("subscribe", "\(error)") }
-            if n == 0 { throw .failure("subscribe", "the server closed the connection" + (lastSeq > 0 ? " after seq \(lastSeq); resume with --from-seq \(lastSeq + 1)" : "")) }
-            var bytes = Array(buffer[0..<n])
-            if prefaceLeft > 0 {
-                let take = min(prefaceLeft, bytes.count)
-                guard Frame.preface[(Frame.preface.count - prefaceLeft)...].starts(with: bytes.prefix(take)) else {
-                    throw .failure("subscribe", "the server did not answer in framed mode: \(String(decoding: bytes.prefix(200), as: UTF8.self))")
-                }
-                bytes.removeFirst(take)
-                prefaceLeft -= take
+            let next: Frame?
+            do { next = try client.next() } catch { throw .failure("subscribe", error.reason) }
+            guard let frame = next else {
+                throw .failure("subscribe", "the server closed the connection" + (lastSeq > 0 ? " after seq \(lastSeq); resume with --from-seq \(lastSeq + 1)" : ""))
             }
-            parser.feed(bytes)
             do {
-                while let frame = try parser.next() {
-                    switch frame.type {
-                    case .welcome:
-                        break
-                    case .subscribed:
-                        printError("subscribe: \(frame.text)")
-                    case .event, .alert:
-                        if frame.type == .event, let range = frame.text.range(of: "\"seq\":") {
-                            lastSeq = UInt64(frame.text[range.upperBound...].prefix(while: { $0.isNumber })) ?? lastSeq
-                        }
-                        try out.write(frame.text + "\n")
-                        printed += 1
-                        if printed >= limit { socket.close(); return 0 }
-                    case .error:
-                        throw CLIError.failure("subscribe", "server: \(frame.text)")
-                    default:
-                        break
+                switch frame.type {
+                case .welcome:
+                    break
+                case .subscribed:
+                    printError("subscribe: \(frame.text)")
+                case .event, .alert:
+                    if frame.type == .event, let range = frame.text.range(of: "\"seq\":") {
+                        lastSeq = UInt64(frame.text[range.upperBound...].prefix(while: { $0.isNumber })) ?? lastSeq
                     }
+                    try out.write(frame.text + "\n")
+                    printed += 1
+                    if printed >= limit { client.close(); return 0 }
+                case .error:
+                    throw CLIError.failure("subscribe", "server: \(frame.text)")
+                default:
+                    break
                 }
             } catch let e as CLIError { throw e } catch { throw .failure("subscribe", "\(error)") }
         }

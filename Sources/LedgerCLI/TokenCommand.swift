@@ -66,10 +66,10 @@ enum TokenCommand {
         for step in t.steps {
             let e = step.event
             let type = step.asParent ? "refreshed→" : e.type.name
-            s += ProjectionSupport.cell(String(step.seq), 12) + ProjectionSupport.cell(ProjectionSupport.time(e.ts), 26) + ProjectionSupport.cell(type, 11)
-                + ProjectionSupport.cell(e.gateway, 9) + ProjectionSupport.cell(e.release, 11) + ProjectionSupport.cell(e.track, 9)
-                + ProjectionSupport.cell(e.status.map(String.init), 8) + ProjectionSupport.cell(e.reason, 12)
-                + ProjectionSupport.cell(step.statusAfter.rawValue, 14) + (step.anomaly.map { "⚠ " + $0.name } ?? "") + "\n"
+            s += tableCell(String(step.seq), 12) + tableCell(ProjectionSupport.time(e.ts), 26) + tableCell(type, 11)
+                + tableCell(e.gateway, 9) + tableCell(e.release, 11) + tableCell(e.track, 9)
+                + tableCell(e.status.map(String.init), 8) + tableCell(e.reason, 12)
+                + tableCell(step.statusAfter.rawValue, 14) + (step.anomaly.map { "⚠ " + $0.name } ?? "") + "\n"
         }
         return s
     }

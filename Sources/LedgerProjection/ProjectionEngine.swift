@@ -174,15 +174,7 @@ public final class ProjectionEngine {
         var lastSnapshotSeq = p.lastSeq
         let total = to - from + 1
         let startNs = monotonicNanoseconds()
-        let prefetch = BlockPrefetcher(log: log, locations: locations)
-        for location in locations {
-            let block: DecodedBlock
-            switch prefetch.next() {
-            case let .success(b): block = b
-            case let .failure(e):
-                prefetch.cancel()
-                throw ProjectionError(message: "cannot replay seq \(location.header.firstSeq)-\(location.header.lastSeq): \(e)")
-            }
+        try forEachBlock(locations, verb: "replay") { (location, block) throws(ProjectionError) in
             let first = location.header.firstSeq
             let lo = Int(max(from, first) - first)
             let hi = Int(min(to, location.header.lastSeq) - first) + 1
@@ -216,6 +208,24 @@ public final class ProjectionEngine {
             saveSnapshot(p, b, marker: nil)
         }
         return p.eventCount - startCount
+    }
+
+    /// Reads and decodes `locations` in order (a second thread decoding ahead), handing each
+    /// block to `body`; a block that cannot be read ends the walk with an error naming it.
+    func forEachBlock(_ locations: [BlockLocation], verb: String, _ body: (BlockLocation, DecodedBlock) throws(ProjectionError) -> Void) throws(ProjectionError) {
+        let prefetch = BlockPrefetcher(log: log, locations: locations)
+        for location in locations {
+            switch prefetch.next() {
+            case let .success(block):
+                do { try body(location, block) } catch {
+                    prefetch.cancel()
+                    throw error
+                }
+            case let .failure(e):
+                prefetch.cancel()
+                throw ProjectionError(message: "cannot \(verb) seq \(location.header.firstSeq)-\(location.header.lastSeq): \(e)")
+            }
+        }
     }
 
     private func saveSnapshot(_ p: Projection, _ location: BlockLocation, marker: String?) {

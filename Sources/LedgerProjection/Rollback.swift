@@ -2,6 +2,7 @@
 // marker, which tokens to revoke, which to keep, which stay revoked. History is never rewritten:
 // applying a plan appends a `rollback` marker and `revoked` events.
 import LedgerModel
+import LedgerStorage
 
 public enum RollbackPolicy: String, Sendable, CaseIterable {
     /// Revoke active tokens created after the marker by a release no marker up to it names.
@@ -119,5 +120,48 @@ extension Projection {
                                 attrs: ["rollback_marker": markerID]))
         }
         return events
+    }
+}
+
+/// A rollback checked and ready to append: the plan, and (unless a dry run) the events.
+public struct PreparedRollback: Sendable {
+    public let plan: RollbackPlan
+    /// The chain verified up to the target marker.
+    public let verified: VerifyReport
+    public let markerID: String
+    public let ts: Int64
+    /// Empty for a dry run.
+    public let events: [Event]
+}
+
+extension Projection {
+    /// Everything a rollback does before appending, in one place for the CLI and the server:
+    /// the marker must exist and not be dated after `nowMs`; the chain must verify up to it;
+    /// then the plan, and the events under a marker id not already on the ledger.
+    /// - Parameter ledgerDirectory: the segment files to verify (this projection's ledger).
+    public func prepareRollback(to id: String, policy: RollbackPolicy, dryRun: Bool, markerID: String?, nowMs: Int64,
+                                ledgerDirectory: String) throws(RollbackError) -> PreparedRollback {
+        guard let marker = marker(named: id) else {
+            let known = markerRecords.map(\.marker)
+            throw RollbackError(message: "unknown marker \"\(id)\" (" + (known.isEmpty ? "the ledger has no markers" : "known: " + known.suffix(12).joined(separator: ", ")) + "); nothing changed")
+        }
+        guard marker.ts <= nowMs else {
+            throw RollbackError(message: "marker \(id) is dated \(Timestamp.formatRFC3339(epochMilliseconds: marker.ts) ?? String(marker.ts)), which is not in the past (now \(Timestamp.formatRFC3339(epochMilliseconds: nowMs) ?? String(nowMs))); nothing changed")
+        }
+        // The decision rests on the history up to the marker: prove it first.
+        var verifier = Verifier(directory: ledgerDirectory)
+        verifier.stopAtSeq = marker.seq
+        let report: VerifyReport
+        do { report = try verifier.run() } catch { throw RollbackError(message: "cannot verify the ledger: \(error); nothing changed") }
+        if let problem = report.problem {
+            throw RollbackError(message: "the ledger's history up to marker \(id) (seq \(marker.seq)) does not verify: \(problem); nothing changed")
+        }
+        let plan: RollbackPlan
+        do { plan = try rollbackPlan(to: id, policy: policy) } catch { throw RollbackError(message: "\(error); nothing changed") }
+        let newID = markerID ?? "rollback-\(lastSeq + 1)"
+        guard dryRun || self.marker(named: newID) == nil else { throw RollbackError(message: "marker id \(newID) is already on the ledger; nothing changed") }
+        let ts = max(nowMs, headClock)
+        return PreparedRollback(plan: plan, verified: report, markerID: newID, ts: ts,
+                                events: dryRun ? [] : rollbackEvents(plan, ts: ts, markerID: newID))
     }
 }

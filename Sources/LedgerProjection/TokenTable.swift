@@ -155,12 +155,16 @@ final class TokenIDTable {
         guard bytes.count <= TokenIDTable.idBytesMax else {
             return find(TokenFingerprint.normalize(String(decoding: bytes, as: UTF8.self)))
         }
-        let tag = TokenIDTable.tag(bytes)
+        return probe(bytes, tag: TokenIDTable.tag(bytes)).found
+    }
+
+    /// Linear probing from the tag's slot: the id's record, or the empty slot where it would go.
+    @inline(__always) private func probe(_ bytes: UnsafeRawBufferPointer, tag: UInt64) -> (found: UInt32?, slot: Int) {
         var i = Int(tag) & slotMask
         while true {
             let s = slots[i]
-            if s == 0 { return nil }
-            if s >> 32 == tag, equal(UInt32(truncatingIfNeeded: s) - 1, bytes) { return UInt32(truncatingIfNeeded: s) - 1 }
+            if s == 0 { return (nil, i) }
+            if s >> 32 == tag, equal(UInt32(truncatingIfNeeded: s) - 1, bytes) { return (UInt32(truncatingIfNeeded: s) - 1, i) }
             i = (i + 1) & slotMask
         }
     }
@@ -182,16 +186,11 @@ final class TokenIDTable {
             return findOrInsert(TokenFingerprint.normalize(String(decoding: bytes, as: UTF8.self)))
         }
         let tag = TokenIDTable.tag(bytes)
-        var i = Int(tag) & slotMask
-        while true {
-            let s = slots[i]
-            if s == 0 { break }
-            if s >> 32 == tag, equal(UInt32(truncatingIfNeeded: s) - 1, bytes) { return (UInt32(truncatingIfNeeded: s) - 1, false) }
-            i = (i + 1) & slotMask
-        }
+        let (found, slot) = probe(bytes, tag: tag)
+        if let found { return (found, false) }
         let index = UInt32(locations.count)
         store(bytes)
-        slots[i] = tag << 32 | UInt64(index + 1)
+        slots[slot] = tag << 32 | UInt64(index + 1)
         if locations.count * 10 > (slotMask + 1) * 7 { grow() }
         return (index, true)
     }

@@ -32,18 +32,10 @@ extension ProjectionEngine {
         let mini = Projection(options: options)
         var steps = [TimelineStep]()
         var clock = Int64.min
-        let prefetch = BlockPrefetcher(log: log, locations: locations)
-        for location in locations {
-            let block: DecodedBlock
-            switch prefetch.next() {
-            case let .success(b): block = b
-            case let .failure(e):
-                prefetch.cancel()
-                throw ProjectionError(message: "cannot read seq \(location.header.firstSeq)-\(location.header.lastSeq): \(e)")
-            }
+        try forEachBlock(locations, verb: "read") { (location, block) throws(ProjectionError) in
             guard let n = block.stringNumber(of: id) else {
                 clock = max(clock, location.header.maxTs)
-                continue
+                return
             }
             for i in 0..<block.count {
                 clock = max(clock, block.ts[i])

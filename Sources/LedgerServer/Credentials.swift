@@ -1,6 +1,7 @@
 // Per-gateway keys (`serve --keys FILE`). The file holds one `GATEWAY-ID KEY` pair per line
 // (`#` comments, blank lines allowed). Keys are kept only as SHA-256 digests and compared in
 // constant time; neither keys nor attempted keys are ever logged.
+import Foundation
 import LedgerCrypto
 
 public struct Credentials: Sendable {
@@ -12,7 +13,7 @@ public struct Credentials: Sendable {
 
     public init(parsing text: String, source: String) throws(CredentialsError) {
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: [" ", "\t", "\r"])
+            let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
             if line.isEmpty || line.hasPrefix("#") { continue }
             let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard parts.count == 2 else {
@@ -31,24 +32,12 @@ public struct Credentials: Sendable {
     /// - Returns: whether `key` is `gateway`'s key. Takes the same time whether the gateway is
     ///   known or not and wherever the bytes differ.
     public func check(gateway: String, key: String) -> Bool {
-        let given = SHA256.hash(Array(key.utf8))
         let expected = digests[gateway] ?? SHA256.hash(Array("no such gateway: \(gateway)".utf8))
-        var difference: UInt8 = digests[gateway] == nil ? 1 : 0
-        for (a, b) in zip(given.array, expected.array) { difference |= a ^ b }
-        return difference == 0
+        return constantTimeEqual(SHA256.hash(Array(key.utf8)), expected) && digests[gateway] != nil
     }
 }
 
 public struct CredentialsError: Error, CustomStringConvertible, Sendable {
     public let description: String
     init(_ d: String) { description = d }
-}
-
-extension String {
-    func trimmingCharacters(in set: Set<Character>) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s = s.dropFirst() }
-        while let l = s.last, set.contains(l) { s = s.dropLast() }
-        return String(s)
-    }
 }

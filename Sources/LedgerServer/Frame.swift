@@ -160,3 +160,49 @@ public struct FrameParser {
         return length
     }
 }
+
+/// The client side of framed mode: connects, sends the preface (and any first frames), then
+/// reads the server's preface and its frames.
+public final class FramedClient: @unchecked Sendable {
+    public let socket: Socket
+    private var parser: FrameParser
+    private var prefaceRead = [UInt8]()
+    private var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    private var pending = [Frame]()
+
+    public init(_ endpoint: Endpoint, payloadBytesMax: Int = 64 << 20, first: [Frame] = []) throws(SocketError) {
+        socket = try Socket.connect(endpoint)
+        parser = FrameParser(payloadBytesMax: payloadBytesMax)
+        var out = Frame.preface
+        for f in first { out += f.encoded }
+        try socket.write(out)
+    }
+
+    public func send(_ frame: Frame) throws(SocketError) {
+        try socket.write(frame.encoded)
+    }
+
+    /// - Returns: the next frame from the server; nil when the connection ended.
+    /// - Throws: when the server does not speak framed mode (naming what it said instead), or
+    ///   sends a frame that does not parse.
+    public func next() throws(FrameError) -> Frame? {
+        while true {
+            if !pending.isEmpty { return pending.removeFirst() }
+            if let f = try parser.next() { return f }
+            let n = (try? buffer.withUnsafeMutableBytes { try socket.read(into: $0) }) ?? 0
+            if n == 0 { return nil }
+            var bytes = Array(buffer[0..<n])
+            if prefaceRead.count < Frame.preface.count {
+                let take = min(Frame.preface.count - prefaceRead.count, bytes.count)
+                prefaceRead += bytes.prefix(take)
+                bytes.removeFirst(take)
+                guard Frame.preface.starts(with: prefaceRead) else {
+                    throw FrameError(offset: 0, reason: "the server did not answer in framed mode: " + String(decoding: (prefaceRead + bytes).prefix(200), as: UTF8.self))
+                }
+            }
+            parser.feed(bytes)
+        }
+    }
+
+    public func close() { socket.close() }
+}

@@ -203,17 +203,8 @@ public final class LedgerServer: @unchecked Sendable {
         }
     }
 
-    /// Encodes events into blocks, each marker ending its block.
     func encode(_ events: [Event]) throws(StorageError) -> [EncodedBlock] {
-        var blocks = [EncodedBlock]()
-        var start = 0
-        while start < events.count {
-            var end = min(events.count, start + options.blockEventsMax)
-            if let marker = events[start..<end].firstIndex(where: { $0.type.isMarker }) { end = marker + 1 }
-            blocks.append(try EncodedBlock(events: events[start..<end]))
-            start = end
-        }
-        return blocks
+        try EncodedBlock.blocks(events, blockEventsMax: options.blockEventsMax)
     }
 }
 
@@ -592,20 +583,7 @@ final class FramedConnection: @unchecked Sendable {
             fill(slot, Frame(.nack, id: frame.id, text: json(["batch": String(frame.id), "error": failure])).encoded)
             return
         }
-        let id = frame.id
-        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: .events(events), completion: { [self] result in
-            switch result {
-            case let .success(c):
-                server.update { $0.batchesAcknowledged += 1 }
-                fill(slot, Frame(.ack, id: id, payload: Frame.ackPayload(firstSeq: c.firstSeq, lastSeq: c.lastSeq, count: c.lastSeq - c.firstSeq + 1,
-                                                                          chainHash: c.chainHash.array)).encoded)
-            case let .failure(e):
-                fill(slot, Frame(.error, id: id, text: json(["error": "not committed: \(e)"])).encoded)
-            }
-        }))
-        if !accepted {
-            fill(slot, Frame(.error, id: id, text: json(["error": "the server is stopping or the ledger failed; batch not committed"])).encoded)
-        }
+        submit(blocks, events: .events(events), frameID: frame.id, slot: slot)
     }
 
     /// An admin rollback (PROTOCOL.md "Admin: rollback"), run between commits so the plan and
@@ -627,22 +605,11 @@ final class FramedConnection: @unchecked Sendable {
             let log = server.log
             let head = log.lastSeq
             let outcome: Result<(RollbackPlan, [Event]), RollbackError> = live.withProjection(upTo: head) { p in
-                guard let marker = p.marker(named: request.to) else {
-                    return .failure(RollbackError(message: "unknown marker \"\(request.to)\"; nothing changed"))
+                Result { () throws(RollbackError) in
+                    let r = try p.prepareRollback(to: request.to, policy: request.policy, dryRun: request.dryRun, markerID: request.id,
+                                                  nowMs: SystemClock().nowMs(), ledgerDirectory: log.directory)
+                    return (r.plan, r.events)
                 }
-                let now = SystemClock().nowMs()
-                guard marker.ts <= now else { return .failure(RollbackError(message: "marker \(request.to) is not in the past; nothing changed")) }
-                var verifier = Verifier(directory: log.directory)
-                verifier.stopAtSeq = marker.seq
-                guard let report = try? verifier.run(), report.ok else {
-                    return .failure(RollbackError(message: "the ledger's history up to marker \(request.to) does not verify; nothing changed"))
-                }
-                do {
-                    let plan = try p.rollbackPlan(to: request.to, policy: request.policy)
-                    let id = request.id ?? "rollback-\(head + 1)"
-                    if p.marker(named: id) != nil { return .failure(RollbackError(message: "marker id \(id) is already on the ledger; nothing changed")) }
-                    return .success((plan, request.dryRun ? [] : p.rollbackEvents(plan, ts: max(now, p.headClock), markerID: id)))
-                } catch { return .failure((error as? RollbackError) ?? RollbackError(message: "\(error)")) }
             }
             switch outcome {
             case let .failure(e):
@@ -712,15 +679,9 @@ final class FramedConnection: @unchecked Sendable {
 }
 
 func json(_ fields: [String: String]) -> String {
-    var out = [UInt8(ascii: "{")]
-    for (n, (k, v)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
-        if n > 0 { out.append(UInt8(ascii: ",")) }
-        NDJSONEncoder.appendQuoted(k, &out)
-        out.append(UInt8(ascii: ":"))
-        NDJSONEncoder.appendQuoted(v, &out)
-    }
-    out.append(UInt8(ascii: "}"))
-    return String(decoding: out, as: UTF8.self)
+    var w = JSONObjectWriter()
+    for (k, v) in fields.sorted(by: { $0.key < $1.key }) { w.string(k, v) }
+    return w.finish()
 }
 
 struct RollbackRequest {

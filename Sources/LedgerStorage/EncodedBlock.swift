@@ -20,6 +20,22 @@ public struct EncodedBlock: Sendable {
         try self.init(encoder: encoder)
     }
 
+    /// Encodes `events` into blocks of at most `blockEventsMax`, each deployment marker ending
+    /// its block (FORMAT.md "Block"), so a marker's chain hash is a block's.
+    public static func blocks(_ events: [Event], blockEventsMax: Int) throws(StorageError) -> [EncodedBlock] {
+        var blocks = [EncodedBlock]()
+        var start = 0
+        // Zero or less would make empty blocks forever.
+        let perBlock = max(1, blockEventsMax)
+        while start < events.count {
+            var end = min(events.count, start + perBlock)
+            if let marker = events[start..<end].firstIndex(where: { $0.type.isMarker }) { end = marker + 1 }
+            blocks.append(try EncodedBlock(events: events[start..<end]))
+            start = end
+        }
+        return blocks
+    }
+
     public init(encoder: BlockPayloadEncoder) throws(StorageError) {
         // What the decoder (and the block header check) would refuse must never be acknowledged:
         // it would be unreadable, and recovery would take its header for a torn tail.

@@ -115,17 +115,7 @@ public final class SegmentLog: @unchecked Sendable {
     /// its block (so a marker's chain hash is a block's), and appends them as one commit.
     @discardableResult
     public func append(_ events: [Event]) throws(StorageError) -> AppendResult {
-        var encoded = [EncodedBlock]()
-        var start = 0
-        // Zero or less would make empty blocks forever.
-        let perBlock = max(1, options.blockEventsMax)
-        while start < events.count {
-            var end = min(events.count, start + perBlock)
-            if let marker = events[start..<end].firstIndex(where: { $0.type.isMarker }) { end = marker + 1 }
-            encoded.append(try EncodedBlock(events: events[start..<end]))
-            start = end
-        }
-        return try append(encoded: encoded)
+        try append(encoded: try EncodedBlock.blocks(events, blockEventsMax: options.blockEventsMax))
     }
 
     /// Appends already-encoded blocks as one commit: one fsync for all of them (group commit).

@@ -13,45 +13,16 @@ final class AuthTests: XCTestCase {
     func startServer(_ dir: String) throws -> (Process, UInt16) {
         let keyFile = dir + ".keys"
         try Self.keys.write(toFile: keyFile, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CLI.binary)
-        process.arguments = ["serve", "--data", dir, "--listen", "127.0.0.1:0", "--keys", keyFile, "--quiet", "--no-alerts"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        var line = Data()
-        while !line.contains(0x0A) {
-            let d = output.fileHandleForReading.availableData
-            if d.isEmpty { break }
-            line.append(d)
-        }
-        let port = UInt16(String(decoding: line, as: UTF8.self).split(separator: ":").last!.trimmingCharacters(in: .whitespacesAndNewlines))!
-        return (process, port)
+        return try ServerCrashTests.startServer(dir, extra: ["--keys", keyFile, "--no-alerts"])
     }
 
     /// Sends `frames` after the preface and returns the replies until the server closes or
     /// `count` replies came.
     func exchange(_ port: UInt16, _ frames: [Frame], count: Int) throws -> [Frame] {
-        let socket = try Socket.connect(Endpoint(host: "127.0.0.1", port: port))
-        defer { socket.close() }
-        var out = Frame.preface
-        for f in frames { out += f.encoded }
-        try socket.write(out)
-        var parser = FrameParser(payloadBytesMax: 1 << 20)
+        let client = try FramedClient(Endpoint(host: "127.0.0.1", port: port), payloadBytesMax: 1 << 20, first: frames)
+        defer { client.close() }
         var replies = [Frame]()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        var prefaceLeft = 8
-        while replies.count < count {
-            let n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) }
-            if n == 0 { break }
-            var bytes = Array(buffer[0..<n])
-            let take = min(prefaceLeft, bytes.count)
-            bytes.removeFirst(take)
-            prefaceLeft -= take
-            parser.feed(bytes)
-            while let f = try parser.next() { replies.append(f) }
-        }
+        while replies.count < count, let f = try client.next() { replies.append(f) }
         return replies
     }
 

@@ -30,24 +30,10 @@ final class BinaryBatchTests: XCTestCase {
             Frame(.binaryBatch, id: 4, payload: garbage),
             Frame(.binaryBatch, id: 5, payload: payload([Event(type: .issued, ts: 8, token: "last", exp: 99)])),
         ]
-        let socket = try Socket.connect(Endpoint(host: "127.0.0.1", port: port))
-        var out = Frame.preface
-        for f in frames { out += f.encoded }
-        try socket.write(out)
-        var parser = FrameParser(payloadBytesMax: 1 << 20)
+        let client = try FramedClient(Endpoint(host: "127.0.0.1", port: port), payloadBytesMax: 1 << 20, first: frames)
         var replies = [Frame]()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        var skip = 8
-        while replies.count < frames.count {
-            let n = try buffer.withUnsafeMutableBytes { try socket.read(into: $0) }
-            if n == 0 { break }
-            var bytes = Array(buffer[0..<n])
-            let take = min(skip, bytes.count)
-            bytes.removeFirst(take); skip -= take
-            parser.feed(bytes)
-            while let f = try parser.next() { replies.append(f) }
-        }
-        socket.close()
+        while replies.count < frames.count, let f = try client.next() { replies.append(f) }
+        client.close()
         XCTAssertEqual(replies.map(\.type), [.ack, .nack, .nack, .nack, .ack], "\(replies.map(\.text))")
         XCTAssertTrue(replies[1].text.contains("raw bearer token"), replies[1].text)
         XCTAssertFalse(replies[1].text.contains(jwt), "the refusal never quotes the token")

@@ -30,10 +30,10 @@ final class ServerCrashTests: XCTestCase {
         func add(_ a: Acked) { lock.lock(); acked.append(a); lock.unlock() }
     }
 
-    static func startServer(_ dir: String) throws -> (Process, UInt16) {
+    static func startServer(_ dir: String, extra: [String] = []) throws -> (Process, UInt16) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CLI.binary)
-        process.arguments = ["serve", "--data", dir, "--listen", "127.0.0.1:0", "--quiet"]
+        process.arguments = ["serve", "--data", dir, "--listen", "127.0.0.1:0", "--quiet"] + extra
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
