@@ -11,6 +11,9 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // The HTTP read side (serve --http): a well-kept HTTP/1.1 server library rather than a
+        // hand-written parser (ARCHITECTURE.md "C libraries").
+        .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
 
         .target(name: "LedgerCrypto", dependencies: ["COpenSSL"]),
         .target(name: "LedgerModel", dependencies: ["LedgerCrypto"]),
@@ -19,7 +22,7 @@ let package = Package(
         // on those accesses were ~5% of a rebuild (perf), and the loop has no overlapping access.
         .target(name: "LedgerProjection", dependencies: ["LedgerModel", "LedgerStorage", "LedgerCrypto"],
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
-        .target(name: "LedgerServer", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerCrypto"]),
+        .target(name: "LedgerServer", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerCrypto", "CMicroHTTPD"]),
         .target(name: "LedgerWorkload", dependencies: ["LedgerModel"]),
         .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerServer", "LedgerWorkload", "LedgerCrypto"]),
         .executableTarget(name: "tokenledger", dependencies: ["LedgerCLI"]),
