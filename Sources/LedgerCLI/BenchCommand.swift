@@ -13,6 +13,7 @@ enum BenchCommand {
     usage: tokenledger bench [--events N] [--runs R] [--seed S] [--dir DIR] [--fsync P] [--keep]
            tokenledger bench projections --help   (state rebuild, snapshots, rollback plan)
            tokenledger bench server --help        (TCP ingest, ack and subscription latency)
+           tokenledger bench index --help         (token index: build, size, one token's events)
 
     Generates a workload (as 'tokenledger gen'), then measures, R times each, with medians:
       append-ndjson   NDJSON lines -> ledger (parse, fingerprint, encode, LZ4, SHA-256, fsync)
@@ -43,6 +44,7 @@ enum BenchCommand {
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
         if arguments.first == "projections" { return try ProjectionBench.run(Array(arguments.dropFirst())) }
         if arguments.first == "server" { return try ServerBench.run(Array(arguments.dropFirst())) }
+        if arguments.first == "index" { return try IndexBench.run(Array(arguments.dropFirst())) }
         let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "dir", "fsync"], flags: ["keep"]), command: "bench")
         let events = Int(try args.int("events", range: 1000...1_000_000_000) ?? 10_000_000)
         let runs = Int(try args.int("runs", range: 1...50) ?? 3)

@@ -59,7 +59,8 @@ public enum CommandLineTool {
         let rest = Array(arguments.dropFirst())
         if rest.contains("--help") || rest.contains("-h") {
             print(command.name == "bench" && rest.first == "projections" ? ProjectionBench.usage
-                  : command.name == "bench" && rest.first == "server" ? ServerBench.usage : command.usage)
+                  : command.name == "bench" && rest.first == "server" ? ServerBench.usage
+                  : command.name == "bench" && rest.first == "index" ? IndexBench.usage : command.usage)
             return 0
         }
         do {

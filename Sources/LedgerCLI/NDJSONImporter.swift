@@ -327,12 +327,12 @@ final class NDJSONImporter: @unchecked Sendable {
                 let line = UnsafeRawBufferPointer(rebasing: raw[Int(start)..<(Int(start) + Int(length))])
                 if isBlank(line) { continue }
                 do {
-                    let event = try decoder.decode(line: line, lineNumber: lineNumber)
-                    encoder.append(event)
+                    // Straight into the block: no Event, no String per repeated value.
+                    let type = try decoder.decode(line: line, lineNumber: lineNumber, into: &encoder)
                     result.events += 1
                     // A marker ends its block, so the chain hash "at the marker" is a block's hash
                     // that verify can check and a rollback can verify up to exactly.
-                    if encoder.count >= blockEventsMax || event.type.isMarker { sealBlock() }
+                    if encoder.count >= blockEventsMax || type.isMarker { sealBlock() }
                 } catch {
                     result.errors.append(error as? EventDecodeError ?? EventDecodeError(line: lineNumber, reason: "\(error)"))
                     if !options.skipInvalid { break }

@@ -9,7 +9,7 @@ enum ServeCommand {
     static let usage = """
     usage: tokenledger serve --data DIR [--listen HOST:PORT] [--fsync always|never]
                              [--connections-max N] [--keys FILE] [--admin-key-file FILE]
-                             [--no-alerts] [--quiet]
+                             [--http HOST:PORT] [--digest-key FILE] [--no-alerts] [--quiet]
 
     Takes gateway events over TCP (PROTOCOL.md): NDJSON lines from fire-and-forget shippers
     (nc, socat, Kong tcp-log), or framed batches acknowledged once durable, on the same port.
@@ -26,12 +26,19 @@ enum ServeCommand {
                            carry the authenticated gateway. See PROTOCOL.md "Authentication".
       --admin-key-file F   allow admin requests (rollback) from clients presenting the key in
                            F (first line, 16 bytes or more); without it they are refused
-      --no-alerts          do not keep the state at the head (no anomaly alerts, no rollback;
-                           faster start)
+      --http HOST:PORT     also serve the HTTP API (PROTOCOL.md "HTTP API": /healthz, /metrics,
+                           token state, introspection, event queries, rollback...); port 0
+                           picks a free one, printed on stdout as "http HOST:PORT". Off
+                           unless given. It has no authentication except the admin key for
+                           rollback: keep it on loopback or a private network.
+      --digest-key FILE    sign GET /v1/digest answers with this key (as `tokenledger digest`)
+      --no-alerts          do not keep the state at the head (no anomaly alerts, no rollback,
+                           no HTTP token answers; faster start)
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys", "admin-key-file"], flags: ["quiet", "no-alerts"]), command: "serve")
+        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys", "admin-key-file", "http", "digest-key"],
+                                                        flags: ["quiet", "no-alerts"]), command: "serve")
         let directory = try args.required("data")
         var options = ServerOptions()
         if let text = args.string("listen") {
@@ -39,6 +46,17 @@ enum ServeCommand {
             options.listen = e
         }
         if let n = try args.int("connections-max", range: 1...10_000) { options.connectionsMax = Int(n) }
+        // Every fsync the ledger does is timed for /metrics (the log is opened on this).
+        let fsyncLatency = LatencyHistogram()
+        if let text = args.string("http") {
+            guard let e = Endpoint(parsing: text) else { throw .usage("serve", "--http expects HOST:PORT (IPv4), got \"\(text)\"") }
+            var http = HTTPAPIOptions(endpoint: e)
+            http.fsyncLatency = fsyncLatency
+            if let path = args.string("digest-key") { http.digestKey = try DigestCommand.loadKey(path, command: "serve") }
+            options.http = http
+        } else if args.string("digest-key") != nil {
+            throw .usage("serve", "--digest-key signs /v1/digest answers: give --http too")
+        }
         var fsync = FsyncPolicy.always
         if let text = args.string("fsync") {
             switch text {
@@ -71,7 +89,7 @@ enum ServeCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let log: SegmentLog
-        do { log = try SegmentLog.open(directory: directory, options: LogOptions(fsync: fsync)) } catch {
+        do { log = try SegmentLog.open(directory: directory, options: LogOptions(fsync: fsync), fileSystem: TimedFileSystem(syncs: fsyncLatency)) } catch {
             throw .failure("serve", "\(error)")
         }
         if let cut = log.recovery.tailCut { printError("serve: recovered: \(cut)") }
@@ -81,10 +99,12 @@ enum ServeCommand {
         let server = LedgerServer(log: log, options: options, logger: { message in if !quiet { printError("serve: " + message) } })
         do { try server.start() } catch { throw .failure("serve", "\(error)") }
         // Unbuffered, so a script reading the port sees it now.
-        let line = Array("listening \(options.listen.host):\(server.port)\n".utf8)
+        var line = Array("listening \(options.listen.host):\(server.port)\n".utf8)
+        if let http = options.http { line += Array("http \(http.endpoint.host):\(server.httpPort)\n".utf8) }
         _ = line.withUnsafeBytes { Glibc.write(1, $0.baseAddress!, $0.count) }
         printError("serve: ledger \(directory) at seq \(log.lastSeq); listening on \(options.listen.host):\(server.port), fsync \(fsync)"
-                   + (options.credentials.map { ", \($0.gateways.count) gateway keys required" } ?? ", no authentication"))
+                   + (options.credentials.map { ", \($0.gateways.count) gateway keys required" } ?? ", no authentication")
+            + (options.http.map { "; HTTP API on \($0.endpoint.host):\(server.httpPort)" } ?? ""))
 
         var last = server.statistics
         while true {

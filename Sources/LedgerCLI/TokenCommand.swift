@@ -22,9 +22,17 @@ enum TokenCommand {
         let format = args.string("format") ?? "table"
         guard format == "table" || format == "ndjson" else { throw .usage("token", "--format must be table or ndjson") }
         let id = TokenFingerprint.normalize(raw)
-        let (_, engine, _) = try ProjectionSupport.open(args)
-        let timeline: TokenTimeline
-        do { timeline = try engine.timeline(of: id) } catch { throw .failure("token", "\(error)") }
+        let (log, engine, _) = try ProjectionSupport.open(args)
+        // The token's events come from the token index (FORMAT.md "Token index"), which also
+        // writes `.tix` files the next run starts from; the rest of the ledger is never decoded.
+        let index = TokenIndex(directory: log.directory)
+        index.update(blocks: log.blocks)
+        let found: [IndexedEvent]
+        do { found = try index.events(token: id) } catch { throw .failure("token", "\(error)") }
+        let timeline = TokenCommand.timeline(of: id, found, headClock: log.blocks.reduce(Int64.min) { max($0, $1.header.maxTs) },
+                                             engine: engine)
+        index.waitForWrites()
+        for n in index.notes { printError("tokenledger token: note: \(n)") }
         for n in engine.notes { printError("tokenledger token: note: \(n)") }
         guard !timeline.steps.isEmpty else { throw .failure("token", "token \(id) does not appear in the ledger") }
         let out = OutputStream(fd: 1)
@@ -46,7 +54,49 @@ enum TokenCommand {
         return 0
     }
 
-    static func human(_ t: TokenTimeline) -> String {
+    struct Step {
+        let seq: UInt64
+        let receivedAt: Int64
+        let event: Event
+        /// The ledger's clock at this step: the largest `ts` up to its seq.
+        let clock: Int64
+        let statusAfter: TokenStatus
+        let anomaly: AnomalyKind?
+        /// True when the event names the token as the `parent` of a refresh.
+        let asParent: Bool
+    }
+
+    struct Timeline {
+        let token: String
+        let steps: [Step]
+        /// Oldest ancestor first; the token itself is in it.
+        let chain: [String]
+        let view: TokenView?
+        let headClock: Int64
+    }
+
+    /// A token's status depends only on the events naming it and on the clock, so a projection
+    /// fed just those events, judged at the ledger-wide clock of each step, gives the full one's
+    /// answers (the same reasoning as `ProjectionEngine.timeline(of:)`, which scans every block).
+    static func timeline(of id: String, _ found: [IndexedEvent], headClock: Int64, engine: ProjectionEngine) -> Timeline {
+        let mini = Projection(options: engine.options)
+        var steps = [Step]()
+        for f in found {
+            let asToken = f.event.token == id
+            mini.apply(f.event, seq: f.seq)
+            // A release-level alert raised by the same event is not this token's.
+            let raised = asToken ? mini.anomalies(seq: f.seq...f.seq).first(where: { $0.kind != .rejectionRate })?.kind : nil
+            steps.append(Step(seq: f.seq, receivedAt: f.receivedAt, event: f.event, clock: f.clock,
+                              statusAfter: mini.status(of: id, clock: f.clock) ?? .unknown, anomaly: raised, asParent: !asToken))
+        }
+        let head = headClock == .min ? 0 : headClock
+        // The chain reaches other tokens; the state now has their links.
+        var chain = [id]
+        if !steps.isEmpty, let now = try? engine.state(at: .head) { chain = now.projection.refreshChain(of: id) }
+        return Timeline(token: id, steps: steps, chain: chain.isEmpty ? [id] : chain, view: mini.token(id, clock: head), headClock: head)
+    }
+
+    static func human(_ t: Timeline) -> String {
         let v = t.view
         var s = "token \(t.token)\n"
         s += "  status now   \(v?.status.rawValue ?? "unknown") (clock \(ProjectionSupport.time(t.headClock)))\n"

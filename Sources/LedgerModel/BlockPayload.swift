@@ -124,10 +124,41 @@ public struct BlockPayloadEncoder {
     /// (nil when every event is encodable).
     public private(set) var invalidEvent: String?
 
-    public init(expectedEvents: Int = 4096) {
+    /// The columns of a `DecodedBlock`, kept as events are appended when asked for, so a server
+    /// can hand its projection and subscribers the block it just encoded without decoding it
+    /// again or holding an `Event` per event.
+    private var columns: Columns?
+    private struct Columns {
+        var types: [EventType] = []
+        var ts: [Int64] = []
+        var presence: [UInt32] = []
+        var exp: [Int64] = []
+        var status: [Int32] = []
+        var weight: [Int32] = []
+        var attrStart: [UInt32] = [0]
+        var attrRefs: [UInt32] = []
+
+        init(capacity: Int) {
+            types.reserveCapacity(capacity); ts.reserveCapacity(capacity); presence.reserveCapacity(capacity)
+            exp.reserveCapacity(capacity); status.reserveCapacity(capacity); weight.reserveCapacity(capacity)
+            attrStart.reserveCapacity(capacity + 1)
+        }
+    }
+
+    /// - Parameter keepColumns: also build the `DecodedBlock` of these events (`decodedBlock()`).
+    public init(expectedEvents: Int = 4096, keepColumns: Bool = false) {
         interner = StringInterner(capacity: max(64, expectedEvents / 2))
         streams = StreamBuffers(streams: PayloadStream.count, initialCapacity: expectedEvents)
         refs.reserveCapacity(expectedEvents * StringField.count)
+        if keepColumns { columns = Columns(capacity: expectedEvents) }
+    }
+
+    /// The events appended so far as a decoded block: equal to decoding `finish()`'s payload.
+    /// Only for an encoder made with `keepColumns`.
+    public func decodedBlock() -> DecodedBlock {
+        guard let c = columns else { preconditionFailure("decodedBlock() needs an encoder made with keepColumns") }
+        return DecodedBlock(count: count, strings: interner.strings, types: c.types, ts: c.ts, presence: c.presence, refs: refs,
+                            exp: c.exp, status: c.status, weight: c.weight, attrStart: c.attrStart, attrRefs: c.attrRefs)
     }
 
     @inline(__always) private mutating func intern(_ value: String, field: Int) -> UInt32 {
@@ -144,8 +175,22 @@ public struct BlockPayloadEncoder {
         return id
     }
 
-    @inline(__always) private mutating func field(_ f: Int, _ value: String?, _ presence: inout UInt32) {
-        if let value {
+    /// `intern` for a value still in the NDJSON line (see `NDJSONDecoder.decode(line:lineNumber:into:gateway:)`).
+    @inline(__always) private mutating func intern(bytes: UnsafeRawBufferPointer, field: Int) -> UInt32 {
+        let cachedID = lastIDs[field]
+        if cachedID != UInt32.max && interner.bytesEqual(Int(cachedID), bytes) { return cachedID }
+        let (id, isNew) = interner.intern(bytes: bytes)
+        if isNew { lastEventOfToken.append(0) }
+        lastWords[field] = interner.representations[Int(id)]
+        lastIDs[field] = id
+        return id
+    }
+
+    @inline(__always) private mutating func field(_ f: Int, _ value: String?, _ presence: inout UInt32, _ line: UnsafePointer<UInt8>?, _ slots: UnsafePointer<Int>?) {
+        if let slots, let line, slots[2 &* f &+ 1] >= 0 {
+            presence |= 1 << UInt32(f)
+            refs.append(intern(bytes: UnsafeRawBufferPointer(start: line + slots[2 &* f], count: slots[2 &* f &+ 1]), field: f))
+        } else if let value {
             presence |= 1 << UInt32(f)
             refs.append(intern(value, field: f))
         } else {
@@ -154,25 +199,37 @@ public struct BlockPayloadEncoder {
     }
 
     public mutating func append(_ event: Event) {
+        withUnsafePointer(to: event) { append($0, line: nil, slots: nil) }
+    }
+
+    /// Appends `event` whose string field f is, where `slots[2f + 1] >= 0`, the `slots[2f + 1]`
+    /// bytes of `line` at `slots[2f]` instead of the event's own value (the NDJSON decoder's
+    /// direct path: no String per field).
+    /// Takes the event by pointer: the direct path builds it in place and a copy (retaining
+    /// every field) showed in profiles.
+    mutating func append(_ e: UnsafePointer<Event>, line: UnsafePointer<UInt8>?, slots: UnsafePointer<Int>?) {
         let eventIndex = count
         count += 1
-        minTs = min(minTs, event.ts)
-        maxTs = max(maxTs, event.ts)
-        streams.appendByte(PayloadStream.types, event.type.rawValue)
+        minTs = min(minTs, e.pointee.ts)
+        maxTs = max(maxTs, e.pointee.ts)
+        streams.appendByte(PayloadStream.types, e.pointee.type.rawValue)
 
         var presence: UInt32 = 0
         let base = refs.count
         // Unrolled in StringField order: a switch per field showed up in profiles.
-        field(0, event.token, &presence); field(1, event.tokenType, &presence); field(2, event.sub, &presence)
-        field(3, event.clientID, &presence); field(4, event.iss, &presence); field(5, event.aud, &presence)
-        field(6, event.scope, &presence); field(7, event.parent, &presence); field(8, event.gateway, &presence)
-        field(9, event.release, &presence); field(10, event.track, &presence); field(11, event.route, &presence)
-        field(12, event.method, &presence); field(13, event.clientIP, &presence); field(14, event.requestID, &presence)
-        field(15, event.reason, &presence); field(16, event.marker, &presence)
-        if event.exp != nil { presence |= PresenceBit.exp }
-        if event.status != nil { presence |= PresenceBit.status }
-        if event.weight != nil { presence |= PresenceBit.weight }
-        if !event.attrs.isEmpty { presence |= PresenceBit.attrs }
+        field(0, e.pointee.token, &presence, line, slots); field(1, e.pointee.tokenType, &presence, line, slots)
+        field(2, e.pointee.sub, &presence, line, slots); field(3, e.pointee.clientID, &presence, line, slots)
+        field(4, e.pointee.iss, &presence, line, slots); field(5, e.pointee.aud, &presence, line, slots)
+        field(6, e.pointee.scope, &presence, line, slots); field(7, e.pointee.parent, &presence, line, slots)
+        field(8, e.pointee.gateway, &presence, line, slots); field(9, e.pointee.release, &presence, line, slots)
+        field(10, e.pointee.track, &presence, line, slots); field(11, e.pointee.route, &presence, line, slots)
+        field(12, e.pointee.method, &presence, line, slots); field(13, e.pointee.clientIP, &presence, line, slots)
+        field(14, e.pointee.requestID, &presence, line, slots); field(15, e.pointee.reason, &presence, line, slots)
+        field(16, e.pointee.marker, &presence, line, slots)
+        if e.pointee.exp != nil { presence |= PresenceBit.exp }
+        if e.pointee.status != nil { presence |= PresenceBit.status }
+        if e.pointee.weight != nil { presence |= PresenceBit.weight }
+        if !e.pointee.attrs.isEmpty { presence |= PresenceBit.attrs }
         streams.appendVarint(PayloadStream.presence, UInt64(presence))
 
         var inherit: UInt32 = 0
@@ -192,34 +249,52 @@ public struct BlockPayloadEncoder {
             streams.appendVarint(PayloadStream.firstString + f, UInt64(refs[base + f]))
         }
 
-        streams.appendVarint(PayloadStream.ts, zigzag(event.ts &- previousTs))
-        previousTs = event.ts
-        if let exp = event.exp { streams.appendVarint(PayloadStream.exp, zigzag(exp &- event.ts)) }
-        if invalidEvent == nil { invalidEvent = BlockPayloadEncoder.problem(event, index: eventIndex) }
-        if let status = event.status { streams.appendVarint(PayloadStream.status, UInt64(truncatingIfNeeded: status)) }
-        if let weight = event.weight { streams.appendVarint(PayloadStream.weight, UInt64(truncatingIfNeeded: weight)) }
-        if !event.attrs.isEmpty {
-            streams.appendVarint(PayloadStream.attrs, UInt64(event.attrs.count))
-            for key in event.attrs.keys.sorted(by: utf8Ascending) {
+        streams.appendVarint(PayloadStream.ts, zigzag(e.pointee.ts &- previousTs))
+        previousTs = e.pointee.ts
+        if let exp = e.pointee.exp { streams.appendVarint(PayloadStream.exp, zigzag(exp &- e.pointee.ts)) }
+        if invalidEvent == nil { invalidEvent = BlockPayloadEncoder.problem(e, index: eventIndex) }
+        if let status = e.pointee.status { streams.appendVarint(PayloadStream.status, UInt64(truncatingIfNeeded: status)) }
+        if let weight = e.pointee.weight { streams.appendVarint(PayloadStream.weight, UInt64(truncatingIfNeeded: weight)) }
+        if !e.pointee.attrs.isEmpty {
+            streams.appendVarint(PayloadStream.attrs, UInt64(e.pointee.attrs.count))
+            for key in e.pointee.attrs.keys.sorted(by: utf8Ascending) {
                 let k = intern(key, field: StringField.count)
-                let v = intern(event.attrs[key]!, field: StringField.count)
+                let v = intern(e.pointee.attrs[key]!, field: StringField.count)
                 streams.appendVarint(PayloadStream.attrs, UInt64(k))
                 streams.appendVarint(PayloadStream.attrs, UInt64(v))
+                if columns != nil { columns!.attrRefs.append(k); columns!.attrRefs.append(v) }
             }
+        }
+        if columns != nil {
+            columns!.types.append(e.pointee.type)
+            columns!.ts.append(e.pointee.ts)
+            columns!.presence.append(presence)
+            // Absent values are 0, as the decoder leaves them.
+            columns!.exp.append(e.pointee.exp ?? 0)
+            columns!.status.append(Int32(truncatingIfNeeded: e.pointee.status ?? 0))
+            columns!.weight.append(Int32(truncatingIfNeeded: e.pointee.weight ?? 0))
+            columns!.attrStart.append(UInt32(columns!.attrRefs.count))
         }
     }
 
-    private static func problem(_ event: Event, index: Int) -> String? {
-        if let status = event.status, !(0...PayloadLimits.statusMax).contains(status) {
+    /// Why `event` cannot be stored in a block (a value the payload cannot hold), or nil.
+    public static func unencodable(_ event: Event) -> String? { problem(event, index: 0).map { String($0.dropFirst("event 0: ".count)) } }
+
+    static func problem(_ e: UnsafePointer<Event>, index: Int) -> String? {
+        if let status = e.pointee.status, !(0...PayloadLimits.statusMax).contains(status) {
             return "event \(index): status \(status) is outside 0...\(PayloadLimits.statusMax)"
         }
-        if let weight = event.weight, !(0...PayloadLimits.weightMax).contains(weight) {
+        if let weight = e.pointee.weight, !(0...PayloadLimits.weightMax).contains(weight) {
             return "event \(index): weight \(weight) is outside 0...\(PayloadLimits.weightMax)"
         }
-        if event.attrs.count > PayloadLimits.attrsPerEventMax {
-            return "event \(index): \(event.attrs.count) attrs, more than \(PayloadLimits.attrsPerEventMax)"
+        if e.pointee.attrs.count > PayloadLimits.attrsPerEventMax {
+            return "event \(index): \(e.pointee.attrs.count) attrs, more than \(PayloadLimits.attrsPerEventMax)"
         }
         return nil
+    }
+
+    private static func problem(_ event: Event, index: Int) -> String? {
+        withUnsafePointer(to: event) { problem($0, index: index) }
     }
 
     /// The finished payload bytes. The encoder is spent afterwards.

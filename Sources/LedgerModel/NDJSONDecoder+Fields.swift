@@ -39,6 +39,30 @@ enum NDJSONField: UInt8, CaseIterable {
 
     @inline(__always) var bit: UInt32 { 1 &<< UInt32(rawValue) }
 
+    /// The `StringField` number of each field by raw value (-1: not a string field).
+    static let stringFieldOf: [Int8] = allCases.map { f -> Int8 in
+        switch f {
+        case .token: 0
+        case .tokenType: 1
+        case .sub: 2
+        case .clientID: 3
+        case .iss: 4
+        case .aud: 5
+        case .scope: 6
+        case .parent: 7
+        case .gateway: 8
+        case .release: 9
+        case .track: 10
+        case .route: 11
+        case .method: 12
+        case .clientIP: 13
+        case .requestID: 14
+        case .reason: 15
+        case .marker: 16
+        default: -1
+        }
+    }
+
     /// String fields with no rule beyond the length limit.
     @inline(__always) static var plainStringBits: UInt32 {
         tokenType.bit | sub.bit | clientID.bit | iss.bit | aud.bit | scope.bit | gateway.bit | release.bit
@@ -148,11 +172,20 @@ extension NDJSONParser {
                         guard count <= limits.fieldBytesMax else {
                             throw fieldError(field.name, "value is \(count) bytes, over the limit of \(limits.fieldBytesMax)", at: valueOffset)
                         }
-                        Self.store(string(raw, count: count), field, in: &event)
+                        if let slots, !raw.hasEscapes {
+                            // Direct path: the encoder takes the bytes from the line.
+                            let f = Int(NDJSONField.stringFieldOf[Int(field.rawValue)])
+                            slots[2 &* f] = raw.start
+                            slots[2 &* f &+ 1] = count
+                        } else {
+                            storedReferences = true
+                            Self.store(string(raw, count: count), field, in: &event)
+                        }
                     } else {
                         try parseValue(of: field, into: &event)
                     }
                 } else {
+                    storedReferences = true
                     try parseUnknownField(key, keyOffset: keyOffset, into: &event)
                 }
                 skipWhitespace()
@@ -175,7 +208,9 @@ extension NDJSONParser {
         if event.type.isMarker {
             guard event.marker != nil else { throw fieldError("marker", "missing (required on \"\(event.type.name)\" events)", at: nil) }
         } else {
-            guard event.token != nil else { throw fieldError("token", "missing (required on \"\(event.type.name)\" events)", at: nil) }
+            guard event.token != nil || (slots.map { $0[1] >= 0 } ?? false) else {
+                throw fieldError("token", "missing (required on \"\(event.type.name)\" events)", at: nil)
+            }
         }
     }
 
@@ -214,12 +249,19 @@ extension NDJSONParser {
     @inline(__always)
     mutating func parseValue(of field: NDJSONField, into event: inout Event) throws(EventDecodeError) {
         switch field {
+        case .type, .ts, .exp, .status, .weight, .token: break
+        default: storedReferences = true
+        }
+        switch field {
         case .type: event.type = try eventType()
         case .ts:
             guard let ts = try timestamp(.ts) else { throw fieldError("ts", Self.expectedTimestamp + ", got null", at: i &- 4) }
             event.ts = ts
         case .exp: event.exp = try timestamp(.exp)
-        case .token: event.token = try tokenID(.token)
+        case .token:
+            if slots != nil, try tokenSlot() { break }
+            storedReferences = true
+            event.token = try tokenID(.token)
         case .parent: event.parent = try tokenID(.parent)
         case .marker: event.marker = try string(.marker, allowEmpty: false)
         case .tokenType: event.tokenType = try string(.tokenType)
@@ -335,6 +377,24 @@ extension NDJSONParser {
         }
         guard allowEmpty || count > 0 else { throw fieldError(field.name, "must not be empty", at: start) }
         return string(raw, count: count)
+    }
+
+    /// The direct path's `token`: a plain id (no escapes, nothing a bearer token could be) is
+    /// left in the line for the encoder. - Returns: false, having consumed nothing, otherwise.
+    mutating func tokenSlot() throws(EventDecodeError) -> Bool {
+        guard let slots, i < end, p[i] == UInt8(ascii: "\"") else { return false }
+        let start = i
+        let raw = try scanString()
+        let n = raw.rawCount
+        guard !raw.hasEscapes, n <= limits.tokenBytesMax, memchr(p + raw.start, Int32(UInt8(ascii: ".")), n) == nil else {
+            i = start
+            return false
+        }
+        guard n > 0 else { throw fieldError("token", "must not be empty", at: start) }
+        guard n <= limits.fieldBytesMax else { throw fieldError("token", "value is \(n) bytes, over the limit of \(limits.fieldBytesMax)", at: start) }
+        slots[0] = raw.start
+        slots[1] = n
+        return true
     }
 
     /// `token` and `parent`: fingerprinted when they may be a bearer token, before the length

@@ -82,6 +82,67 @@ public struct NDJSONDecoder: Sendable {
         }
     }
 
+    /// Decodes a line straight into `encoder`, as `decode(line:lineNumber:)` followed by
+    /// `encoder.append(_:)` would, without a String for values the encoder already holds.
+    /// - Parameter gateway: an authenticated gateway: the event's `gateway` must be it, or absent
+    ///   (then it is set).
+    /// - Returns: the event's type. On a throw the encoder is unchanged.
+    public func decode(line: UnsafeRawBufferPointer, lineNumber: Int, into encoder: inout BlockPayloadEncoder,
+                       gateway: String? = nil) throws(EventDecodeError) -> EventType {
+        guard let base = line.baseAddress, line.count > 0 else {
+            throw EventDecodeError(line: lineNumber, byteOffset: 0, reason: "empty line (expected a JSON object)")
+        }
+        let bytes = base.assumingMemoryBound(to: UInt8.self)
+        var count = line.count
+        if bytes[count - 1] == 0x0D { count -= 1 }
+        guard count <= limits.lineBytesMax else {
+            throw EventDecodeError(line: lineNumber, reason: "line is \(count) bytes, over the limit of \(limits.lineBytesMax)")
+        }
+        var parser = NDJSONParser(bytes: bytes, count: count, lineNumber: lineNumber, limits: limits)
+        return try withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * StringField.count) { slotBuffer throws(EventDecodeError) -> EventType in
+            let slots = slotBuffer.baseAddress!
+            for f in 0..<StringField.count { slots[2 * f + 1] = -1 }
+            parser.slots = slots
+            return try withUnsafeTemporaryAllocation(of: Event.self, capacity: 1) { slot throws(EventDecodeError) -> EventType in
+                let event = slot.baseAddress!
+                withUnsafeBytes(of: NDJSONParser.blankEvent) { blank in
+                    UnsafeMutableRawPointer(event).copyMemory(from: blank.baseAddress!, byteCount: MemoryLayout<Event>.size)
+                }
+                var injected = false
+                defer { if parser.storedReferences || injected { event.deinitialize(count: 1) } }
+                do throws(EventDecodeError) {
+                    try parser.parseEvent(into: &event.pointee)
+                } catch {
+                    if let problem = EventUTF8Validation.firstProblem(bytes, count) {
+                        throw EventDecodeError(line: lineNumber, byteOffset: problem.offset, reason: "invalid UTF-8 (\(problem.reason))")
+                    }
+                    throw error
+                }
+                if let gateway {
+                    let g = 2 * StringField.gateway.rawValue
+                    if slots[g + 1] >= 0 {
+                        let given = UnsafeRawBufferPointer(start: bytes + slots[g], count: slots[g + 1])
+                        if !StringInterner.equal(gateway, given) {
+                            throw EventDecodeError(line: lineNumber, reason: "field \"gateway\": \"\(String(decoding: given.prefix(64), as: UTF8.self))\" is not the authenticated gateway \"\(gateway)\"")
+                        }
+                    } else if let given = event.pointee.gateway {
+                        if given != gateway {
+                            throw EventDecodeError(line: lineNumber, reason: "field \"gateway\": \"\(given.prefix(64))\" is not the authenticated gateway \"\(gateway)\"")
+                        }
+                    } else {
+                        event.pointee.gateway = gateway
+                        injected = true
+                    }
+                }
+                if let problem = BlockPayloadEncoder.problem(event, index: 0) {
+                    throw EventDecodeError(line: lineNumber, reason: String(problem.dropFirst("event 0: ".count)))
+                }
+                encoder.append(UnsafePointer(event), line: bytes, slots: slots)
+                return event.pointee.type
+            }
+        }
+    }
+
     public func decode(line: String, lineNumber: Int = 1) throws(EventDecodeError) -> Event {
         var copy = line
         let result = copy.withUTF8 { utf8 in
@@ -218,6 +279,12 @@ struct NDJSONParser {
     /// Names of unknown top-level fields already moved into attrs, to tell a collision with an
     /// attrs key from a plain duplicate. Stays empty, and unallocated, on well-formed input.
     var keptUnknown: [String] = []
+    /// The direct path (`decode(line:lineNumber:into:gateway:)`): where plain string values are
+    /// left in the line for the encoder, as (offset, count) per `StringField`, count -1 absent.
+    var slots: UnsafeMutablePointer<Int>?
+    /// Whether the event being filled got a String or attrs (the direct path then destroys it;
+    /// otherwise it is still the reference-free blank plus plain values, and is dropped as is).
+    var storedReferences = false
 
     init(bytes: UnsafePointer<UInt8>, count: Int, lineNumber: Int, limits: EventLimits) {
         self.p = bytes

@@ -1,3 +1,5 @@
+import Glibc
+
 /// Numbers distinct strings in first-seen order. Open addressing with a cheap multiplicative
 /// hash over the UTF-8 bytes: the block encoder looks up ~15 strings per event, and Swift's
 /// seeded SipHash `Dictionary` was a fifth of the import's time.
@@ -6,6 +8,10 @@ struct StringInterner {
     private var hashes: [UInt64] = []
     /// The raw representation of each stored string (see `BlockPayloadEncoder.intern`).
     private(set) var representations: [StringRepresentation] = []
+    /// Every stored string's UTF-8 bytes back to back (string k is `arena[ends[k-1] ..< ends[k]]`),
+    /// so values still in their input bytes are compared without touching a String.
+    private var arena: [UInt8] = []
+    private var ends: [Int] = []
     /// String number + 1 per slot; 0 is empty.
     private var slots: [UInt32]
     private var mask: Int
@@ -17,6 +23,43 @@ struct StringInterner {
         mask = size - 1
         strings.reserveCapacity(capacity)
         hashes.reserveCapacity(capacity)
+        ends.reserveCapacity(capacity)
+        arena.reserveCapacity(capacity * 16)
+    }
+
+    @inline(__always) private mutating func store(_ value: String, hash h: UInt64, slot i: Int) -> UInt32 {
+        let id = UInt32(strings.count)
+        strings.append(value)
+        hashes.append(h)
+        representations.append(StringRepresentation(value))
+        arena.append(contentsOf: value.utf8)
+        ends.append(arena.count)
+        slots[i] = id + 1
+        if strings.count * 2 > slots.count { grow() }
+        return id
+    }
+
+    /// Whether string `id` has exactly these bytes.
+    @inline(__always) func bytesEqual(_ id: Int, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        let start = id == 0 ? 0 : ends[id &- 1]
+        let n = ends[id] &- start
+        guard n == bytes.count else { return false }
+        return arena.withUnsafeBytes { a in StringInterner.same(a.baseAddress! + start, bytes.baseAddress, n) }
+    }
+
+    /// Byte equality without a call for the short values most fields hold.
+    @inline(__always) static func same(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer?, _ n: Int) -> Bool {
+        guard n > 0, let b else { return true }
+        var i = 0
+        while i &+ 8 <= n {
+            if a.loadUnaligned(fromByteOffset: i, as: UInt64.self) != b.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+            i &+= 8
+        }
+        while i < n {
+            if a.load(fromByteOffset: i, as: UInt8.self) != b.load(fromByteOffset: i, as: UInt8.self) { return false }
+            i &+= 1
+        }
+        return true
     }
 
     var count: Int { strings.count }
@@ -58,13 +101,30 @@ struct StringInterner {
             if hashes[id] == h && strings[id] == value { return (UInt32(id), false) }
             i = (i + 1) & mask
         }
-        let id = UInt32(strings.count)
-        strings.append(value)
-        hashes.append(h)
-        representations.append(StringRepresentation(value))
-        slots[i] = id + 1
-        if strings.count * 2 > slots.count { grow() }
-        return (id, true)
+        return (store(value, hash: h, slot: i), true)
+    }
+
+    /// `intern` for a value still in its input bytes (valid UTF-8): a String is made only the
+    /// first time the block sees the value.
+    @inline(__always) mutating func intern(bytes: UnsafeRawBufferPointer) -> (UInt32, Bool) {
+        let h = StringInterner.hashBytes(bytes)
+        var i = Int(truncatingIfNeeded: h) & mask
+        while true {
+            let slot = slots[i]
+            if slot == 0 { break }
+            let id = Int(slot - 1)
+            if hashes[id] == h && bytesEqual(id, bytes) { return (UInt32(id), false) }
+            i = (i + 1) & mask
+        }
+        let value = String(decoding: bytes, as: UTF8.self)
+        return (store(value, hash: h, slot: i), true)
+    }
+
+    @inline(__always) static func equal(_ s: String, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        if let r = s.utf8.withContiguousStorageIfAvailable({ u -> Bool in
+            u.count == bytes.count && (u.count == 0 || memcmp(u.baseAddress!, bytes.baseAddress!, u.count) == 0)
+        }) { return r }
+        return s.utf8.elementsEqual(bytes)
     }
 
     private mutating func grow() {

@@ -10,6 +10,8 @@ public struct TokenView: Sendable, Equatable {
     public var release: String?
     public var track: String?
     public var tokenType: String?
+    /// `scope` of the event that created it (ARCHITECTURE.md "Projection rules").
+    public var scope: String?
     /// Sequence number and `ts` of the event that created it (nil when nothing did).
     public var createdSeq: UInt64?
     public var issuedAt: Int64?
@@ -32,7 +34,7 @@ public struct TokenView: Sendable, Equatable {
         w.string("status", status.rawValue)
         w.bool("active", isActive)
         w.string("sub", sub); w.string("client_id", clientID); w.string("release", release); w.string("track", track)
-        w.string("token_type", tokenType)
+        w.string("token_type", tokenType); w.string("scope", scope)
         w.int("created_seq", createdSeq.map { Int64($0) }); w.int("issued_at", issuedAt); w.int("exp", exp)
         w.int("last_seen", lastSeen); w.int("use_count", Int64(useCount))
         w.int("revoked_seq", revokedSeq.map { Int64($0) }); w.int("revoked_at", revokedAt)
@@ -89,6 +91,7 @@ extension Projection {
         let r = records[i]
         return TokenView(id: ids.id(i), status: r.status(clock: clock), sub: names.name(r.sub), clientID: names.name(r.client),
                          release: names.name(r.release), track: names.name(r.track), tokenType: names.name(r.tokenType),
+                         scope: names.name(r.scope),
                          createdSeq: r.isCreated ? r.createdSeq : nil, issuedAt: r.isCreated ? r.issuedAt : nil,
                          exp: r.exp == .max ? nil : r.exp, lastSeen: r.lastSeen == .min ? nil : r.lastSeen,
                          useCount: UInt64(r.useCount), revokedSeq: r.isRevoked ? r.revokedSeq : nil,

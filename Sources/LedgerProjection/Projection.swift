@@ -118,7 +118,7 @@ struct CounterKey: Hashable {
 }
 
 /// Distinct strings other than token ids (subjects, clients, releases, tracks, gateways,
-/// reasons, token types), each stored once.
+/// reasons, token types, scopes), each stored once.
 struct NameTable {
     var names: [String] = []
     var index: [String: UInt32] = [:]
@@ -201,12 +201,14 @@ public final class Projection {
         }
         func name(_ s: String?) -> UInt32 { s.map { names.intern($0) } ?? TokenRecord.none }
         func token(_ s: String?) -> UInt32 { s.map { record(forID: $0) } ?? TokenRecord.none }
+        // Only a creating event's scope is kept: interning others would only grow the name table.
+        let creates = event.type == .issued || event.type == .refreshed
         // Only a refresh names a parent with meaning; elsewhere the field is kept but not a token.
         applyTokenEvent(seq: seq, type: event.type, ts: event.ts, token: token(event.token),
                         parent: event.type == .refreshed ? token(event.parent) : TokenRecord.none,
                         sub: name(event.sub), client: name(event.clientID), release: name(event.release), track: name(event.track),
                         gateway: name(event.gateway), reason: name(event.reason), tokenType: name(event.tokenType),
-                        exp: event.exp ?? .max)
+                        scope: creates ? name(event.scope) : TokenRecord.none, exp: event.exp ?? .max)
     }
 
     /// Applies a decoded block's events `range` (all by default) whose `ts` is at most `tsMax`
@@ -251,11 +253,12 @@ public final class Projection {
                     return n
                 }
                 let hasExp = block.presence[i] & PresenceBit.exp != 0
+                let creates = type == .issued || type == .refreshed
                 applyTokenEvent(seq: seq, type: type, ts: ts, token: token(.token),
                                 parent: type == .refreshed ? token(.parent) : TokenRecord.none,
                                 sub: name(.sub), client: name(.clientID), release: name(.release), track: name(.track),
                                 gateway: name(.gateway), reason: name(.reason), tokenType: name(.tokenType),
-                                exp: hasExp ? block.exp[i] : .max)
+                                scope: creates ? name(.scope) : TokenRecord.none, exp: hasExp ? block.exp[i] : .max)
             }
         }
     }
@@ -287,7 +290,7 @@ public final class Projection {
     // The one place the rules live; both apply paths end here.
     private func applyTokenEvent(seq: UInt64, type: EventType, ts: Int64, token: UInt32, parent: UInt32,
                                  sub: UInt32, client: UInt32, release: UInt32, track: UInt32, gateway: UInt32,
-                                 reason: UInt32, tokenType: UInt32, exp: Int64) {
+                                 reason: UInt32, tokenType: UInt32, scope: UInt32, exp: Int64) {
         noteEvent(seq: seq, ts: ts)
         counters.add(CounterKey(type: type.rawValue, release: release, track: track, gateway: gateway, reason: reason), 1)
 
@@ -316,6 +319,7 @@ public final class Projection {
                     r.pointee.release = release
                     r.pointee.track = track
                     r.pointee.tokenType = tokenType
+                    r.pointee.scope = scope
                 } else {
                     duplicateCreations &+= 1
                 }

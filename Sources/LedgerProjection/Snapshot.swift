@@ -8,7 +8,8 @@ import LedgerStorage
 
 public struct SnapshotHeader: Sendable, Equatable {
     public static let magic: UInt32 = 0x4E53_4C54 // "TLSN" in file order
-    public static let formatVersion: UInt16 = 1
+    /// 2: token records carry `scope`. Snapshots of another version are stale (rebuilt).
+    public static let formatVersion: UInt16 = 2
     public static let fixedSize = 104
     public static let markerBytesMax = 1024
 
@@ -131,7 +132,7 @@ enum SnapshotBody {
             v(r.revokedSeq)
             if r.revokedSeq != 0 { z(r.revokedAt &- r.issuedAt); ref(r.revokeReason) }
             v(UInt64(r.useCount))
-            ref(r.sub); ref(r.client); ref(r.release); ref(r.track); ref(r.tokenType); ref(r.parent); ref(r.child)
+            ref(r.sub); ref(r.client); ref(r.release); ref(r.track); ref(r.tokenType); ref(r.scope); ref(r.parent); ref(r.child)
         }
         v(UInt64(p.counters.count))
         for (k, count) in p.counters.entries {
@@ -214,7 +215,9 @@ enum SnapshotBody {
         var previousCreated: UInt64 = 0
         for _ in 0..<recordCount {
             var r = TokenRecord()
-            r.createdSeq = previousCreated &+ UInt64(bitPattern: try z("created seq")); previousCreated = r.createdSeq
+            let created = previousCreated &+ UInt64(bitPattern: try z("created seq"))
+            guard created <= TokenRecord.seqMask else { throw fail("created seq") }
+            r.createdSeq = created; previousCreated = created
             r.issuedAt = try z("issued at")
             let bits = try v("flags")
             guard bits <= 15 else { throw fail("flags") }
@@ -231,6 +234,7 @@ enum SnapshotBody {
             r.useCount = UInt32(uses)
             r.sub = try ref("sub", nameLimit); r.client = try ref("client", nameLimit); r.release = try ref("release", nameLimit)
             r.track = try ref("track", nameLimit); r.tokenType = try ref("token type", nameLimit)
+            r.scope = try ref("scope", nameLimit)
             r.parent = try ref("parent", tokenLimit); r.child = try ref("child", tokenLimit)
             _ = p.records.append(r)
         }

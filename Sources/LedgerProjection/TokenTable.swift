@@ -5,18 +5,37 @@
 // live as raw UTF-8 in 1 MiB arena pages, records in fixed pages of 64k, and an open-addressing
 // table of 32-bit slots maps ids to record numbers: about 140 bytes per token in all, with no
 // copy on growth except the slot table's.
+//
+// Sub, client, release, track, token type, scope and revocation reason are numbers into the
+// projection's `NameTable` (distinct strings stored once).
 import Glibc
 import LedgerCrypto
 import LedgerModel
 
 /// What the ledger knows about one token (PRODUCT.md "Token state rules"). Times are epoch ms.
 /// Everything here is a fact about events applied; the status is derived from it with a clock.
+///
+/// Layout: 88 bytes a record (stride), the same with `scope` as before it. The two flag bits live
+/// in the top byte of the creation seq's word (sequence numbers stay below 2^56: 72 quadrillion
+/// events), so adding a 32-bit name did not push the stride from 88 to 96.
 struct TokenRecord {
     static let none = UInt32.max
+    /// Sequence numbers a record can hold (`createdSeq`, `revokedSeq`): below 2^56.
+    static let seqMask: UInt64 = (1 << 56) - 1
 
+    /// Low 56 bits: `createdSeq`; top 8 bits: `flags`.
+    private var createdSeqAndFlags: UInt64 = 0
     /// Sequence number of the first `issued` event, or `refreshed` event naming it as the new
-    /// token; 0 when nothing created it.
-    var createdSeq: UInt64 = 0
+    /// token; 0 when nothing created it. Kept in 56 bits (higher bits are dropped).
+    var createdSeq: UInt64 {
+        @inline(__always) get { createdSeqAndFlags & TokenRecord.seqMask }
+        @inline(__always) set { createdSeqAndFlags = (createdSeqAndFlags & ~TokenRecord.seqMask) | (newValue & TokenRecord.seqMask) }
+    }
+    /// `superseded`, `expiredEvent`.
+    var flags: UInt8 {
+        @inline(__always) get { UInt8(truncatingIfNeeded: createdSeqAndFlags >> 56) }
+        @inline(__always) set { createdSeqAndFlags = (createdSeqAndFlags & TokenRecord.seqMask) | UInt64(newValue) << 56 }
+    }
     var issuedAt: Int64 = 0
     /// Expiry from the creating event; `Int64.max` when it carried none.
     var exp: Int64 = .max
@@ -31,11 +50,13 @@ struct TokenRecord {
     var release: UInt32 = none
     var track: UInt32 = none
     var tokenType: UInt32 = none
+    /// `scope` of the creating event (the first one, like `exp`), as one interned name: the
+    /// whole space-separated string, not its parts.
+    var scope: UInt32 = none
     var revokeReason: UInt32 = none
     /// Record numbers of the token it replaced and the token that replaced it.
     var parent: UInt32 = none
     var child: UInt32 = none
-    var flags: UInt8 = 0
 
     static let superseded: UInt8 = 1
     static let expiredEvent: UInt8 = 2
@@ -47,8 +68,9 @@ struct TokenRecord {
     /// The rules, first match wins: revoked, superseded, expired, active; else unknown.
     @inline(__always) func status(clock: Int64) -> TokenStatus {
         if revokedSeq != 0 { return .revoked }
-        if flags & TokenRecord.superseded != 0 { return .superseded }
-        if flags & TokenRecord.expiredEvent != 0 || exp <= clock { return .expired }
+        let f = flags
+        if f & TokenRecord.superseded != 0 { return .superseded }
+        if f & TokenRecord.expiredEvent != 0 || exp <= clock { return .expired }
         if createdSeq != 0 { return .active }
         return .unknown
     }

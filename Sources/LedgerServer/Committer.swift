@@ -48,12 +48,14 @@ final class Committer: @unchecked Sendable {
     struct Submission {
         var blocks: [EncodedBlock]
         var eventCount: Int
-        /// The events themselves, for subscribers and the live projection.
-        var events: EventBatch
+        /// The events themselves, in order, for subscribers and the live projection.
+        var events: [EventBatch]
         var completion: @Sendable (Result<Committed, StorageError>) -> Void
         /// Runs on the committer thread with nothing else appending (an admin rollback); it
         /// may append with `appendNow`.
         var exclusive: ((Committer) -> Void)? = nil
+        /// When it was queued: the ingest latency histogram measures queued → durable.
+        var submittedNs: UInt64 = monotonicNanoseconds()
     }
 
     let log: SegmentLog
@@ -97,6 +99,12 @@ final class Committer: @unchecked Sendable {
 
     var queueDepth: Int { condition.mutex.locked { queuedEvents } }
 
+    /// Why appends stopped, if they did (for /healthz).
+    var failed: StorageError? { condition.mutex.locked { failure } }
+
+    /// Queued → durable and completed, per submission (/metrics); one lock per commit.
+    let ingestLatency = LatencyHistogram()
+
     /// Commits what is queued, then stops the thread. Returns when it has.
     func stop() {
         condition.mutex.lock()
@@ -136,13 +144,13 @@ final class Committer: @unchecked Sendable {
 
     /// Queues `body` to run on the committer thread between commits.
     func exclusive(_ body: @escaping (Committer) -> Void) -> Bool {
-        submit(Submission(blocks: [], eventCount: 0, events: .events([]), completion: { _ in }, exclusive: body))
+        submit(Submission(blocks: [], eventCount: 0, events: [], completion: { _ in }, exclusive: body))
     }
 
     /// Appends `events` as one commit, now; only from an exclusive body.
     func appendNow(_ events: [Event], blocks: [EncodedBlock]) -> Result<Committed, StorageError> {
         nonisolated(unsafe) var outcome: Result<Committed, StorageError> = .failure(.failed("not committed"))
-        commit([Submission(blocks: blocks, eventCount: events.count, events: .events(events), completion: { outcome = $0 })])
+        commit([Submission(blocks: blocks, eventCount: events.count, events: [.events(events)], completion: { outcome = $0 })])
         return outcome
     }
 
@@ -157,7 +165,7 @@ final class Committer: @unchecked Sendable {
         do {
             let result = try log.append(encoded: blocks)
             if let onDurable {
-                onDurable(result.firstSeq, taken.map(\.events), Array(log.blocks.suffix(blocks.count)))
+                onDurable(result.firstSeq, taken.flatMap(\.events), Array(log.blocks.suffix(blocks.count)))
             }
             // Each submission is whole blocks, so the chain hash after it is a block's.
             var seq = result.firstSeq
@@ -170,6 +178,8 @@ final class Committer: @unchecked Sendable {
                 s.completion(.success(Committed(firstSeq: first, lastSeq: seq - 1, chainHash: hash)))
             }
             onCommit?(blocks.reduce(0) { $0 + $1.eventCount }, monotonicNanoseconds() - start)
+            let now = monotonicNanoseconds()
+            ingestLatency.record(taken.lazy.map { now &- $0.submittedNs })
         } catch {
             condition.mutex.locked {
                 failure = error

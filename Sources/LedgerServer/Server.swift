@@ -38,6 +38,8 @@ public struct ServerOptions: Sendable {
     public var credentials: Credentials?
     /// SHA-256 of the admin key; admin requests (ROLLBACK) are refused when nil.
     public var adminKeyDigest: Digest32?
+    /// The HTTP read side (`serve --http`, HTTPAPI.swift); off when nil.
+    public var http: HTTPAPIOptions?
     public init() {}
 }
 
@@ -63,6 +65,7 @@ public final class LedgerServer: @unchecked Sendable {
     let hub: SubscriptionHub
     private(set) var live: LiveProjection?
     private var listener: Socket?
+    private var http: HTTPServer?
     private let state = Condition()
     private var stats = ServerStats()
     private var connections: [Int: Socket] = [:]
@@ -79,6 +82,8 @@ public final class LedgerServer: @unchecked Sendable {
     }
 
     public var port: UInt16 { listener?.localPort ?? 0 }
+    /// The HTTP side's port (0 when it is off).
+    public var httpPort: UInt16 { http?.port ?? 0 }
     var isStopping: Bool { state.mutex.locked { stopping } }
 
     /// Reads for a connection; once the server is stopping, only what had already arrived when
@@ -116,6 +121,7 @@ public final class LedgerServer: @unchecked Sendable {
         committer.onCommit = { [weak self] events, _ in self?.update { $0.eventsCommitted += events } }
         committer.start()
         startThread { [self] in acceptLoop(l) }
+        if let h = options.http { http = try startHTTP(h) }
     }
 
     private func acceptLoop(_ l: Socket) {
@@ -164,6 +170,8 @@ public final class LedgerServer: @unchecked Sendable {
     /// Stops accepting, lets every connection finish what it sent (acknowledging it), commits,
     /// and closes the log. Returns when all of that is done.
     public func stop() {
+        // HTTP first: its handlers read the state and may queue a rollback on the committer.
+        http?.stop()
         let open: [Socket] = state.mutex.locked {
             stopping = true
             return Array(connections.values)
@@ -202,10 +210,6 @@ public final class LedgerServer: @unchecked Sendable {
             LineConnection(server: self, socket: socket, peer: peer).run(initial: first)
         }
     }
-
-    func encode(_ events: [Event]) throws(StorageError) -> [EncodedBlock] {
-        try EncodedBlock.blocks(events, blockEventsMax: options.blockEventsMax)
-    }
 }
 
 /// Line mode: NDJSON in, nothing out (fire and forget). Bad lines are counted and logged.
@@ -215,7 +219,8 @@ final class LineConnection {
     let peer: String
     var framer: LineFramer
     let decoder: NDJSONDecoder
-    var pending = [Event]()
+    /// Lines accepted since the last flush, already encoded into blocks.
+    var pending: BlockBuilder
     let kongOptions: KongLog.Options
     var lastSkipLogNs: UInt64 = 0
 
@@ -226,6 +231,7 @@ final class LineConnection {
         k.limits = server.options.limits
         kongOptions = k
         decoder = NDJSONDecoder(limits: server.options.limits)
+        pending = BlockBuilder(blockEventsMax: server.options.blockEventsMax)
     }
 
     /// The authenticated gateway (line mode: the first line `{"auth":{"gateway":…,"key":…}}`).
@@ -263,7 +269,7 @@ final class LineConnection {
             return false
         }
         refused = true
-        pending.removeAll()
+        pending = BlockBuilder(blockEventsMax: server.options.blockEventsMax)
         server.update { $0.authenticationFailures += 1 }
         server.logger("line \(peer): refused: the first line must be {\"auth\":{\"gateway\":…,\"key\":…}} with a configured gateway's key")
         try? socket.write(Array("{\"error\":\"authentication required: the first line must be {\\\"auth\\\":{\\\"gateway\\\":\\\"ID\\\",\\\"key\\\":\\\"KEY\\\"}}; nothing from this connection was taken\"}\n".utf8))
@@ -281,18 +287,19 @@ final class LineConnection {
                     continue
                 }
                 do {
-                    var event = try bytes.withUnsafeBytes { (b) throws(EventDecodeError) in
+                    try bytes.withUnsafeBytes { b in
                         // Kong's tcp-log objects are recognised by shape (they have no "type").
-                        KongLog.looksLikeKong(b) ? try KongLog.event(from: b, lineNumber: lineNumber, options: kongOptions)
-                                                 : try decoder.decode(line: b, lineNumber: lineNumber)
+                        guard KongLog.looksLikeKong(b) else {
+                            return try pending.append(line: b, lineNumber: lineNumber, decoder: decoder, gateway: gateway)
+                        }
+                        var event = try KongLog.event(from: b, lineNumber: lineNumber, options: kongOptions)
+                        if let gateway, event.gateway != nil, event.gateway != gateway {
+                            throw EventDecodeError(line: lineNumber, field: "gateway", reason: "is not the authenticated gateway \"\(gateway)\"")
+                        }
+                        if let gateway, event.gateway == nil { event.gateway = gateway }
+                        if let problem = BlockPayloadEncoder.unencodable(event) { throw EventDecodeError(line: lineNumber, reason: problem) }
+                        try pending.append(event)
                     }
-                    if let gateway, event.gateway != nil, event.gateway != gateway {
-                        rejected += 1
-                        server.logger("line \(peer): rejected line \(lineNumber): field \"gateway\" is not the authenticated gateway \"\(gateway)\"")
-                        continue
-                    }
-                    if let gateway, event.gateway == nil { event.gateway = gateway }
-                    pending.append(event)
                     accepted += 1
                 } catch let error as EventDecodeError where error.reason.hasPrefix(KongLog.notATokenEvent) {
                     skipped += 1
@@ -313,7 +320,7 @@ final class LineConnection {
                 rejected += 1
                 server.logger("line \(peer): rejected line \(lineNumber): \(byteCount) bytes, over the \(framer.lineBytesMax)-byte limit")
             }
-            if pending.count >= server.options.lineBatchEvents { _ = flush() }
+            if pending.eventCount >= server.options.lineBatchEvents { _ = flush() }
         }
         if accepted + rejected + skipped > 0 {
             server.update { $0.linesAccepted += accepted; $0.linesRejected += rejected; $0.linesSkipped += skipped }
@@ -322,26 +329,18 @@ final class LineConnection {
 
     /// - Returns: false when the committer no longer takes events (stopping or failed).
     private func flush() -> Bool {
-        guard !pending.isEmpty else { return true }
-        let events = pending
-        pending.removeAll(keepingCapacity: true)
-        let blocks: [EncodedBlock]
-        do { blocks = try server.encode(events) } catch {
-            // A value the payload cannot hold (the decoder lets few through): drop them one by
-            // one rather than lose the others.
-            var kept = [Event]()
-            for e in events {
-                if (try? EncodedBlock(events: [e])) != nil { kept.append(e) } else {
-                    server.logger("line \(peer): rejected an event: \(error)")
-                    server.update { $0.linesRejected += 1; $0.linesAccepted -= 1 }
-                }
-            }
-            guard let b = try? server.encode(kept), !b.isEmpty else { return true }
-            return server.committer.submit(.init(blocks: b, eventCount: kept.count, events: .events(kept), completion: { _ in }))
+        guard pending.eventCount > 0 else { return true }
+        let count = pending.eventCount
+        let blocks: [EncodedBlock], decoded: [DecodedBlock]
+        do { (blocks, decoded) = try pending.finish() } catch {
+            // Only a block over the payload size limit gets here (each event was checked).
+            server.logger("line \(peer): \(count) events not committed: \(error)")
+            server.update { $0.linesRejected += count; $0.linesAccepted -= count }
+            return true
         }
         let peer = self.peer, logger = server.logger
-        return server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: .events(events), completion: { result in
-            if case let .failure(e) = result { logger("line \(peer): \(events.count) events not committed: \(e)") }
+        return server.committer.submit(.init(blocks: blocks, eventCount: count, events: decoded.map { .block($0) }, completion: { result in
+            if case let .failure(e) = result { logger("line \(peer): \(count) events not committed: \(e)") }
         }))
     }
 }
@@ -515,11 +514,12 @@ final class FramedConnection: @unchecked Sendable {
             fill(slot, Frame(.nack, id: frame.id, text: json(["batch": String(frame.id), "error": failure ?? "not a batch"])).encoded)
             return
         }
-        submit([block], events: .block(d), frameID: frame.id, slot: slot)
+        submit([block], events: [.block(d)], frameID: frame.id, slot: slot)
     }
 
-    private func submit(_ blocks: [EncodedBlock], events: EventBatch, frameID id: UInt64, slot: Int) {
-        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: events.count, events: events, completion: { [self] result in
+    private func submit(_ blocks: [EncodedBlock], events: [EventBatch], frameID id: UInt64, slot: Int) {
+        let count = events.reduce(0) { $0 + $1.count }
+        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: count, events: events, completion: { [self] result in
             switch result {
             case let .success(c):
                 server.update { $0.batchesAcknowledged += 1 }
@@ -535,12 +535,12 @@ final class FramedConnection: @unchecked Sendable {
     }
 
     private func handleBatch(_ frame: Frame, slot: Int) {
-        var events = [Event]()
+        // Each event goes into its block as soon as it is parsed: no array of events is held.
+        var builder = BlockBuilder(blockEventsMax: server.options.blockEventsMax)
         var failure: String?
         frame.payload.withUnsafeBytes { raw in
             var lineNumber = 0
             var start = 0
-            events.reserveCapacity(min(server.options.batchEventsMax, raw.count / 64 + 1))
             while start < raw.count {
                 // memchr: a generic search over a raw-buffer slice was most of a batch's cost.
                 let end = memchr(raw.baseAddress! + start, 0x0A, raw.count - start).map { UnsafeRawPointer($0) - raw.baseAddress! } ?? raw.count
@@ -553,37 +553,27 @@ final class FramedConnection: @unchecked Sendable {
                     failure = "line \(lineNumber): \(line.count) bytes, over the \(server.options.limits.lineBytesMax)-byte limit"
                     return
                 }
-                do {
-                    var event = try decoder.decode(line: line, lineNumber: lineNumber)
-                    if let gateway {
-                        // An authenticated gateway speaks for itself only.
-                        if event.gateway == nil { event.gateway = gateway } else if event.gateway != gateway {
-                            failure = "line \(lineNumber), field \"gateway\": \"\(event.gateway!.prefix(64))\" is not the authenticated gateway \"\(gateway)\""
-                            return
-                        }
-                    }
-                    events.append(event)
-                } catch {
+                do { try builder.append(line: line, lineNumber: lineNumber, decoder: decoder, gateway: gateway) } catch {
                     failure = "\(error)"
                     return
                 }
-                if events.count > server.options.batchEventsMax {
+                if builder.eventCount > server.options.batchEventsMax {
                     failure = "more than \(server.options.batchEventsMax) events in one batch"
                     return
                 }
             }
         }
-        if failure == nil && events.isEmpty { failure = "the batch holds no events" }
-        var blocks = [EncodedBlock]()
+        if failure == nil && builder.eventCount == 0 { failure = "the batch holds no events" }
+        var blocks = [EncodedBlock](), decoded = [DecodedBlock]()
         if failure == nil {
-            do { blocks = try server.encode(events) } catch { failure = "\(error)" }
+            do { (blocks, decoded) = try builder.finish() } catch { failure = "\(error)" }
         }
         if let failure {
             server.update { $0.batchesRefused += 1 }
             fill(slot, Frame(.nack, id: frame.id, text: json(["batch": String(frame.id), "error": failure])).encoded)
             return
         }
-        submit(blocks, events: .events(events), frameID: frame.id, slot: slot)
+        submit(blocks, events: decoded.map { .block($0) }, frameID: frame.id, slot: slot)
     }
 
     /// An admin rollback (PROTOCOL.md "Admin: rollback"), run between commits so the plan and
@@ -599,33 +589,10 @@ final class FramedConnection: @unchecked Sendable {
             server.update { $0.authenticationFailures += 1 }
             return refuse("admin key required: unauthorized; nothing changed")
         }
-        guard let live = server.live else { return refuse("rollback needs the state at the head; the server runs with --no-alerts") }
-        let server = self.server
-        let accepted = server.committer.exclusive { [self] committer in
-            let log = server.log
-            let head = log.lastSeq
-            let outcome: Result<(RollbackPlan, [Event]), RollbackError> = live.withProjection(upTo: head) { p in
-                Result { () throws(RollbackError) in
-                    let r = try p.prepareRollback(to: request.to, policy: request.policy, dryRun: request.dryRun, markerID: request.id,
-                                                  nowMs: SystemClock().nowMs(), ledgerDirectory: log.directory)
-                    return (r.plan, r.events)
-                }
-            }
-            switch outcome {
-            case let .failure(e):
-                fill(slot, Frame(.error, id: frame.id, text: json(["error": e.message])).encoded)
-            case let .success((plan, events)) where events.isEmpty:
-                fill(slot, Frame(.rollbackResult, id: frame.id, text: "{\"dry_run\":true,\"plan\":\(plan.json)}").encoded)
-            case let .success((plan, events)):
-                let appended: Result<Committed, StorageError>
-                do { appended = committer.appendNow(events, blocks: try server.encode(events)) } catch { appended = .failure((error as? StorageError) ?? .failed("\(error)")) }
-                switch appended {
-                case let .success(c):
-                    server.logger("rollback to \(request.to) applied: seq \(c.firstSeq)-\(c.lastSeq), \(plan.revoke.count) tokens revoked")
-                    fill(slot, Frame(.rollbackResult, id: frame.id, text: "{\"dry_run\":false,\"rollback_marker\":\"\(events[0].marker ?? "")\",\"first_seq\":\(c.firstSeq),\"last_seq\":\(c.lastSeq),\"chain_hash\":\"\(c.chainHash.hex)\",\"revoked\":\(plan.revoke.count),\"plan\":\(plan.json)}").encoded)
-                case let .failure(e):
-                    fill(slot, Frame(.error, id: frame.id, text: json(["error": "appending the rollback failed: \(e)"])).encoded)
-                }
+        let accepted = server.rollback(to: request.to, policy: request.policy, dryRun: request.dryRun, markerID: request.id) { [self] result in
+            switch result {
+            case let .success(text): fill(slot, Frame(.rollbackResult, id: frame.id, text: text).encoded)
+            case let .failure(e): fill(slot, Frame(.error, id: frame.id, text: json(["error": e.message])).encoded)
             }
         }
         if !accepted { refuse("the server is stopping; nothing changed") }
@@ -675,6 +642,47 @@ final class FramedConnection: @unchecked Sendable {
         writerDone = true
         replies.broadcast()
         replies.mutex.unlock()
+    }
+}
+
+extension LedgerServer {
+    /// An admin rollback (PROTOCOL.md "Admin: rollback"), run between commits so the plan and
+    /// its revocations see exactly the ledger they are appended to. The framed ROLLBACK and
+    /// HTTP `POST /v1/rollback` both come here, after checking the admin key. `reply` gets the
+    /// ROLLBACK_RESULT JSON or the error, on the committer thread.
+    /// - Returns: false when the server is stopping (`reply` is not called; nothing changed).
+    func rollback(to: String, policy: RollbackPolicy, dryRun: Bool, markerID: String?,
+                  reply: @escaping (Result<String, RollbackError>) -> Void) -> Bool {
+        guard let live else {
+            reply(.failure(RollbackError(message: "rollback needs the state at the head; the server runs with --no-alerts")))
+            return true
+        }
+        return committer.exclusive { [self] committer in
+            let head = log.lastSeq
+            let outcome: Result<(RollbackPlan, [Event]), RollbackError> = live.withProjection(upTo: head) { p in
+                Result { () throws(RollbackError) in
+                    let r = try p.prepareRollback(to: to, policy: policy, dryRun: dryRun, markerID: markerID,
+                                                  nowMs: SystemClock().nowMs(), ledgerDirectory: log.directory)
+                    return (r.plan, r.events)
+                }
+            }
+            switch outcome {
+            case let .failure(e):
+                reply(.failure(e))
+            case let .success((plan, events)) where events.isEmpty:
+                reply(.success("{\"dry_run\":true,\"plan\":\(plan.json)}"))
+            case let .success((plan, events)):
+                let appended: Result<Committed, StorageError>
+                do { appended = committer.appendNow(events, blocks: try EncodedBlock.blocks(events, blockEventsMax: options.blockEventsMax)) } catch { appended = .failure((error as? StorageError) ?? .failed("\(error)")) }
+                switch appended {
+                case let .success(c):
+                    logger("rollback to \(to) applied: seq \(c.firstSeq)-\(c.lastSeq), \(plan.revoke.count) tokens revoked")
+                    reply(.success("{\"dry_run\":false,\"rollback_marker\":\"\(events[0].marker ?? "")\",\"first_seq\":\(c.firstSeq),\"last_seq\":\(c.lastSeq),\"chain_hash\":\"\(c.chainHash.hex)\",\"revoked\":\(plan.revoke.count),\"plan\":\(plan.json)}"))
+                case let .failure(e):
+                    reply(.failure(RollbackError(message: "appending the rollback failed: \(e)")))
+                }
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 // the one after the last one read. Publishing never blocks the committer: a subscriber whose
 // unsent frames pass a limit is dropped with an error naming the sequence number to resume from.
 import Foundation
+import LedgerCrypto
 import LedgerModel
 import LedgerProjection
 import LedgerStorage
@@ -79,19 +80,68 @@ final class SubscriptionHub: @unchecked Sendable {
     private var blocks: [BlockLocation]
     private var lastSeq: UInt64
     private var live: [ObjectIdentifier: Live] = [:]
+    /// Running totals for /metrics, so a scrape never walks the block list.
+    private var storedBytes: UInt64 = 0
+    private var segmentCount = 0
 
     init(log: SegmentLog) {
         blocks = log.blocks
         lastSeq = log.lastSeq
+        count(log.blocks[...])
+    }
+
+    private func count(_ new: ArraySlice<BlockLocation>) {
+        var previous = blocks.count > new.count ? blocks[blocks.count - new.count - 1].segment : nil
+        for b in new {
+            storedBytes += UInt64(b.header.totalBytes)
+            if b.segment != previous { segmentCount += 1; previous = b.segment }
+        }
     }
 
     var head: UInt64 { lock.locked { lastSeq } }
+
+    /// The committed head: its seq, the chain hash of its block, the ledger's size.
+    var headState: (seq: UInt64, chainHash: Digest32, storedBytes: UInt64, segments: Int) {
+        lock.locked { (lastSeq, blocks.last?.header.chainHash ?? .zero, storedBytes, segmentCount) }
+    }
+
+    /// Up to `max` committed blocks, in order, from the one holding `fromSeq`.
+    func committedBlocks(fromSeq: UInt64, max: Int) -> [BlockLocation] {
+        lock.locked {
+            let lo = firstBlock(endingAtOrAfter: fromSeq)
+            return Array(blocks[lo..<min(blocks.count, lo + max)])
+        }
+    }
+
+    /// The committed blocks from the `index`th on, in order (the list only grows).
+    func committedBlocks(fromIndex index: Int) -> [BlockLocation] {
+        lock.locked { index < blocks.count ? Array(blocks[index...]) : [] }
+    }
+
+    /// Up to `max` committed blocks, in order, that end before `seq`.
+    func committedBlocks(before seq: UInt64, max: Int) -> [BlockLocation] {
+        lock.locked {
+            let hi = firstBlock(endingAtOrAfter: seq)
+            return Array(blocks[Swift.max(0, hi - max)..<hi])
+        }
+    }
+
+    /// Call with `lock` held.
+    private func firstBlock(endingAtOrAfter seq: UInt64) -> Int {
+        var lo = 0, hi = blocks.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if blocks[mid].header.lastSeq < seq { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
 
     /// On the committer thread, after the events are durable.
     func publish(firstSeq: UInt64, batches: [EventBatch], newBlocks: [BlockLocation]) {
         lock.locked {
             let count = batches.reduce(0) { $0 + $1.count }
             blocks.append(contentsOf: newBlocks)
+            self.count(newBlocks[...])
             lastSeq = firstSeq + UInt64(count) - 1
             guard !live.isEmpty else { return }
             var blockIndex = 0

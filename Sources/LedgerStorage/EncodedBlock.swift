@@ -23,17 +23,9 @@ public struct EncodedBlock: Sendable {
     /// Encodes `events` into blocks of at most `blockEventsMax`, each deployment marker ending
     /// its block (FORMAT.md "Block"), so a marker's chain hash is a block's.
     public static func blocks(_ events: [Event], blockEventsMax: Int) throws(StorageError) -> [EncodedBlock] {
-        var blocks = [EncodedBlock]()
-        var start = 0
-        // Zero or less would make empty blocks forever.
-        let perBlock = max(1, blockEventsMax)
-        while start < events.count {
-            var end = min(events.count, start + perBlock)
-            if let marker = events[start..<end].firstIndex(where: { $0.type.isMarker }) { end = marker + 1 }
-            blocks.append(try EncodedBlock(events: events[start..<end]))
-            start = end
-        }
-        return blocks
+        var builder = BlockBuilder(blockEventsMax: blockEventsMax, keepColumns: false)
+        for e in events { try builder.append(e) }
+        return try builder.finish().blocks
     }
 
     public init(encoder: BlockPayloadEncoder) throws(StorageError) {
@@ -105,5 +97,57 @@ public enum BlockReader {
         guard decoded.count == Int(header.eventCount) else { return .failure(.countMismatch(header.eventCount, decoded.count)) }
         for t in decoded.ts where t < header.minTs || t > header.maxTs { return .failure(.timeRange) }
         return .success(decoded)
+    }
+}
+
+/// Encodes events into blocks as they arrive (no array of events held): at most
+/// `blockEventsMax` per block, each deployment marker ending its block (FORMAT.md "Block").
+/// With `keepColumns` it also gives each block's `DecodedBlock`, which is what a server hands
+/// its projection and subscribers.
+public struct BlockBuilder {
+    public let blockEventsMax: Int
+    public let keepColumns: Bool
+    private var encoder: BlockPayloadEncoder?
+    private var blocks: [EncodedBlock] = []
+    private var decoded: [DecodedBlock] = []
+    public private(set) var eventCount = 0
+
+    public init(blockEventsMax: Int, keepColumns: Bool = true) {
+        // Zero or less would make empty blocks forever.
+        self.blockEventsMax = max(1, blockEventsMax)
+        self.keepColumns = keepColumns
+    }
+
+    /// - Throws: when the event holds a value a block cannot (check
+    ///   `BlockPayloadEncoder.unencodable` first to refuse just that event).
+    public mutating func append(_ event: Event) throws(StorageError) {
+        if encoder == nil { encoder = BlockPayloadEncoder(expectedEvents: min(blockEventsMax, 4096), keepColumns: keepColumns) }
+        encoder!.append(event)
+        eventCount += 1
+        if encoder!.count >= blockEventsMax || event.type.isMarker { try seal() }
+    }
+
+    /// Decodes one NDJSON line straight into the current block (`NDJSONDecoder`'s direct path).
+    /// - Throws: `EventDecodeError` for a line that is refused (nothing of it is kept), or a
+    ///   `StorageError` when the block it completes cannot be stored.
+    public mutating func append(line: UnsafeRawBufferPointer, lineNumber: Int, decoder: NDJSONDecoder, gateway: String? = nil) throws {
+        if encoder == nil { encoder = BlockPayloadEncoder(expectedEvents: min(blockEventsMax, 4096), keepColumns: keepColumns) }
+        let type = try decoder.decode(line: line, lineNumber: lineNumber, into: &encoder!, gateway: gateway)
+        eventCount += 1
+        if encoder!.count >= blockEventsMax || type.isMarker { try seal() }
+    }
+
+    private mutating func seal() throws(StorageError) {
+        guard let e = encoder, e.count > 0 else { return }
+        encoder = nil
+        blocks.append(try EncodedBlock(encoder: e))
+        if keepColumns { decoded.append(e.decodedBlock()) }
+    }
+
+    /// The blocks so far (and their decoded forms); the builder starts over empty.
+    public mutating func finish() throws(StorageError) -> (blocks: [EncodedBlock], decoded: [DecodedBlock]) {
+        defer { encoder = nil; blocks = []; decoded = []; eventCount = 0 }
+        try seal()
+        return (blocks, decoded)
     }
 }

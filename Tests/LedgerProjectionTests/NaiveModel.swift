@@ -6,7 +6,8 @@
 // Rules as the tests read them (the brief's numbering):
 //  2. a token's facts come from events naming it as `token`, or as `parent` of a `refreshed`;
 //  3. the first `issued`, or `refreshed` naming it as `token`, creates it and fixes createdSeq,
-//     issuedAt, exp, release, track, token type; later ones only count as duplicates;
+//     issuedAt, exp, release, track, token type, scope (none stays none: a refresh without
+//     one does not inherit the parent's); later ones only count as duplicates;
 //  4. the first `revoked` fixes revokedSeq, revokedAt, reason;
 //  5. an `expired` event sets a flag;
 //  6. a `refreshed` with parent P supersedes P; first such child / parent links win, never self;
@@ -39,6 +40,7 @@ struct ModelToken: Equatable {
     var release: String?
     var track: String?
     var tokenType: String?
+    var scope: String?
     var createdSeq: UInt64?
     var issuedAt: Int64?
     var exp: Int64?
@@ -187,6 +189,7 @@ final class NaiveModel {
                         created = true
                         t.createdSeq = seq; t.issuedAt = e.ts; t.exp = e.exp
                         t.release = e.release; t.track = e.track; t.tokenType = e.tokenType
+                        t.scope = e.scope  // the creating event's, never the parent's
                     }
                     if e.type == .refreshed, t.parent == nil, let p = e.parent, p != id { t.parent = p }
                 case .revoked:

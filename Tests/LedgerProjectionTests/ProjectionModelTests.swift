@@ -3,6 +3,7 @@
 // marker, across copy(), and for rollback plans. Every message starts with "seed N"; run
 // `PROJECTION_SEED=N swift test --filter LedgerProjectionTests` to replay one seed.
 import LedgerModel
+import LedgerStorage
 import XCTest
 @testable import LedgerProjection
 
@@ -11,7 +12,7 @@ import XCTest
 extension ModelToken {
     init(_ v: TokenView) {
         self.init(id: v.id, status: v.status.rawValue, sub: v.sub, clientID: v.clientID, release: v.release, track: v.track,
-                  tokenType: v.tokenType, createdSeq: v.createdSeq, issuedAt: v.issuedAt, exp: v.exp, lastSeen: v.lastSeen,
+                  tokenType: v.tokenType, scope: v.scope, createdSeq: v.createdSeq, issuedAt: v.issuedAt, exp: v.exp, lastSeen: v.lastSeen,
                   useCount: v.useCount, revokedSeq: v.revokedSeq, revokedAt: v.revokedAt, revocationReason: v.revocationReason,
                   parent: v.parent, child: v.child)
     }
@@ -321,6 +322,7 @@ final class ProjectionModelTests: XCTestCase {
         var backwardsTs = 0, backToBackMarkers = 0, deepChains = 0, rogueReleaseTokens = 0, rejectedNoToken = 0
         var noReleaseOrTrack = 0, expiredEvents = 0, revokeThenValidate = 0, refreshOfSuperseded = 0, mostTokens = 0
         var thresholdTies = 0
+        var refreshScopeChanged = 0, refreshWithoutScope = 0, scopedTokens = 0
         for seed in Seeds.all {
             let o = options(seed)
             let events = RandomStream(seed: seed).events
@@ -343,10 +345,15 @@ final class ProjectionModelTests: XCTestCase {
                 if ev.type == .refreshed, let parent = ev.parent, m.token(parent, clock: 0, before: UInt64(i + 1))?.status == "superseded" {
                     refreshOfSuperseded += 1
                 }
+                if ev.type == .refreshed, ev.token != nil, let parent = ev.parent, let p = m.token(parent, clock: 0, before: UInt64(i + 1)),
+                   p.createdSeq != nil {
+                    if ev.scope == nil && p.scope != nil { refreshWithoutScope += 1 } else if ev.scope != p.scope { refreshScopeChanged += 1 }
+                }
             }
             mostTokens = max(mostTokens, m.tokensAtHead.count)
             for t in m.tokensAtHead {
                 statuses[t.status, default: 0] += 1
+                if t.scope != nil { scopedTokens += 1 }
                 if let r = t.revokedSeq, let c = t.createdSeq, r < c { revokedBeforeCreated += 1 }
                 if let r = t.release, RandomStream.rogueReleases.contains(r) { rogueReleaseTokens += 1 }
                 var depth = 0, cur = t
@@ -363,6 +370,8 @@ final class ProjectionModelTests: XCTestCase {
             ("expired events", expiredEvents), ("validations of revoked tokens", revokeThenValidate),
             ("refreshes of a superseded token", refreshOfSuperseded), ("tokens in the largest stream", mostTokens),
             ("rejection rates exactly at the threshold", thresholdTies),
+            ("tokens with a scope", scopedTokens), ("refreshes changing the parent's scope", refreshScopeChanged),
+            ("refreshes without a scope of a scoped parent", refreshWithoutScope),
         ]
         print("stream coverage over \(Seeds.all.count) seeds: anomalies \(describe(anomalyKinds.mapValues(UInt64.init))), "
               + "statuses at head \(describe(statuses.mapValues(UInt64.init))), "
@@ -371,6 +380,39 @@ final class ProjectionModelTests: XCTestCase {
         for kind in AnomalyKind.allCases { XCTAssertGreaterThan(anomalyKinds[kind.name] ?? 0, 0, "no \(kind.name) anomaly in any seed") }
         for s in TokenStatus.allCases { XCTAssertGreaterThan(statuses[s.rawValue] ?? 0, 0, "no \(s) token at any head") }
         for (what, n) in counts { XCTAssertGreaterThan(n, 0, "the streams have no \(what)") }
+    }
+
+    // MARK: Scope
+
+    /// ARCHITECTURE.md "Projection rules" 2, spelled out: the first creating event's scope, on
+    /// both apply paths; a refresh's own scope (narrower, wider or none) for the new token; the
+    /// parent keeps its own; other events' scopes are not the token's; the record stays 88 bytes.
+    func testScopeComesFromTheCreatingEventOnBothPaths() throws {
+        XCTAssertEqual(MemoryLayout<TokenRecord>.stride, 88, "a token record grew: 10M tokens cost 10 MB per byte")
+        let events = [
+            Event(type: .validated, ts: 1, token: "a", scope: "from-a-validation"),
+            Event(type: .issued, ts: 2, token: "a", scope: "openid orders:read"),
+            Event(type: .issued, ts: 3, token: "a", scope: "duplicate"),
+            Event(type: .refreshed, ts: 4, token: "b", scope: "orders:read", parent: "a"),
+            Event(type: .refreshed, ts: 5, token: "c", scope: "orders:read admin", parent: "b"),
+            Event(type: .refreshed, ts: 6, token: "d", parent: "c"),
+            Event(type: .issued, ts: 7, token: "e"),
+            Event(type: .revoked, ts: 8, token: "e", scope: "from-a-revocation", reason: "logout"),
+        ]
+        let want: [String: String?] = ["a": "openid orders:read", "b": "orders:read", "c": "orders:read admin", "d": nil, "e": nil]
+        let byEvent = Projection()
+        for (i, e) in events.enumerated() { byEvent.apply(e, seq: UInt64(i + 1)) }
+        let byBlock = Projection()
+        byBlock.apply(try BlockPayloadDecoder.decode(try EncodedBlock(events: events).raw), firstSeq: 1)
+        let copied = byEvent.copy()
+        for p in [byEvent, byBlock, copied] {
+            for (id, scope) in want { XCTAssertEqual(p.token(id, clock: 0)?.scope, scope, "token \(id)") }
+        }
+        XCTAssertEqual(byEvent.token("d", clock: 0)?.status, .active)
+        XCTAssertTrue(byEvent.token("a", clock: 0)?.json.contains(#""scope":"openid orders:read""#) ?? false)
+        XCTAssertFalse(byEvent.token("d", clock: 0)?.json.contains("scope") ?? true, "no scope, no key")
+        let m = NaiveModel(entries(events))
+        for (id, scope) in want { XCTAssertEqual(m.token(id, clock: 0)?.scope, scope, "model: token \(id)") }
     }
 
     // MARK: Rollback

@@ -106,6 +106,8 @@ private struct Generator {
     let subs = (0..<40).map { "user-\($0)" }
     let clients = (0..<6).map { "app-\($0)" }
     let tokenTypes: [String?] = ["access", "refresh", "api_key", "id", nil]
+    /// Scopes of creating events; a refresh sometimes narrows or widens its parent's, or has none.
+    let scopes: [String?] = ["openid profile", "orders:read", "orders:read orders:write", "admin", "", nil]
 
     init(seed: UInt64, allReleasesNamed: Bool) {
         self.seed = seed
@@ -193,7 +195,7 @@ private struct Generator {
         let (release, track) = releaseAndTrack()
         let exp = expiry(ts)
         out.append(Event(type: .issued, ts: ts, token: id, tokenType: rng.pick(tokenTypes), sub: sub, clientID: client,
-                         exp: exp, gateway: gw, release: release, track: track))
+                         scope: rng.pick(scopes), exp: exp, gateway: gw, release: release, track: track))
         created.append(id)
         if let exp { expOf[id] = exp }
         tips.append(id)
@@ -217,7 +219,7 @@ private struct Generator {
         let (release, track) = releaseAndTrack()
         let exp = expiry(ts)
         out.append(Event(type: .refreshed, ts: ts, token: id, tokenType: rng.pick(tokenTypes), sub: sub, clientID: client,
-                         exp: exp, parent: parent, gateway: gw, release: release, track: track))
+                         scope: rng.pick(scopes), exp: exp, parent: parent, gateway: gw, release: release, track: track))
         created.append(id)
         if let exp { expOf[id] = exp }
         tips.append(id)
@@ -238,7 +240,7 @@ private struct Generator {
             guard !created.isEmpty else { return }
             let id = rng.pick(created)
             let p = rng.pick(created)
-            out.append(Event(type: .refreshed, ts: ts, token: id, sub: rng.pick(subs), exp: expiry(ts), parent: p,
+            out.append(Event(type: .refreshed, ts: ts, token: id, sub: rng.pick(subs), scope: "re-created", exp: expiry(ts), parent: p,
                              gateway: gw, release: rng.pick(releases), track: "blue"))
         default:
             let id = newID("t")
@@ -254,7 +256,7 @@ private struct Generator {
         let id = rng.pick(created)
         let (gw, ts) = stamp()
         out.append(Event(type: .issued, ts: ts, token: id, tokenType: rng.pick(tokenTypes), sub: rng.pick(subs),
-                         exp: ts + rng.between(-5_000, 60_000), gateway: gw, release: rng.pick(releases),
+                         scope: "duplicate-issue", exp: ts + rng.between(-5_000, 60_000), gateway: gw, release: rng.pick(releases),
                          track: rng.pick(["stable", "canary"])))
     }
 
@@ -293,7 +295,7 @@ private struct Generator {
             // A `parent` field on a non-refresh event means nothing, even naming an id never seen.
             let parent = !created.isEmpty && rng.chance(0.05) ? rng.pick(created) : rng.chance(0.02) ? newID("stray-parent-") : nil
             out.append(Event(type: .validated, ts: ts, token: token, sub: rng.maybe(0.3, from: subs),
-                             clientID: rng.maybe(0.3, from: clients), parent: parent, gateway: gw,
+                             clientID: rng.maybe(0.3, from: clients), scope: parent == nil ? nil : "validation-scope", parent: parent, gateway: gw,
                              release: release, track: track, status: 200))
         }
     }

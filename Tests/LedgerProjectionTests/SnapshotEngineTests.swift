@@ -58,6 +58,7 @@ fileprivate struct EngineEventSource {
     static let gateways = ["gw-a", "gw-b", "gw-c", "gw-canary"]
     static let clients = ["web", "mobile", "ci", "partner"]
     static let tokenTypes = ["access", "refresh", "api_key", "id"]
+    static let scopes = ["openid profile orders:read", "orders:read", "admin:read admin:write", "partner:shipments"]
     static let reasons = ["expired", "revoked", "invalid_signature", "malformed", "logout", "compromised"]
     static let hexDigits = Array("0123456789abcdef")
     static let base64URL = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -131,12 +132,14 @@ fileprivate struct EngineEventSource {
             let id = rng.chance(88) ? newTokenID() : knownTokenID()
             return Event(type: .issued, ts: ts, token: id, tokenType: rng.pick(EngineEventSource.tokenTypes),
                          sub: rng.chance(90) ? "user-\(rng.below(400))" : nil, clientID: rng.chance(90) ? rng.pick(EngineEventSource.clients) : nil,
+                         scope: rng.chance(85) ? rng.pick(EngineEventSource.scopes) : nil,
                          exp: exp(ts), gateway: gateway, release: release, track: track)
         case 125..<200:
             let parent = rng.chance(92) ? knownTokenID() : newTokenID()
             let id = rng.chance(95) ? newTokenID() : knownTokenID()
             return Event(type: .refreshed, ts: ts, token: rng.chance(97) ? id : nil, tokenType: "access",
-                         sub: rng.chance(80) ? "user-\(rng.below(400))" : nil, exp: exp(ts), parent: parent, gateway: gateway,
+                         sub: rng.chance(80) ? "user-\(rng.below(400))" : nil, scope: rng.chance(70) ? rng.pick(EngineEventSource.scopes) : nil,
+                         exp: exp(ts), parent: parent, gateway: gateway,
                          release: release, track: track)
         case 200..<250:
             return Event(type: .revoked, ts: ts, token: rng.chance(90) ? knownTokenID() : newTokenID(), gateway: gateway,
@@ -150,7 +153,9 @@ fileprivate struct EngineEventSource {
                          track: rng.chance(60) ? "canary" : track, status: 401, reason: rng.pick(EngineEventSource.reasons))
         default:
             let token = rng.chance(93) ? knownTokenID() : newTokenID()
-            return Event(type: .validated, ts: ts, token: token, gateway: gateway, release: release, track: track,
+            // A validation's scope (the route's, say) is not the token's.
+            return Event(type: .validated, ts: ts, token: token, scope: rng.chance(10) ? "route:only" : nil,
+                         gateway: gateway, release: release, track: track,
                          route: rng.chance(30) ? "/api/v1/items" : nil, status: 200)
         }
     }
@@ -668,6 +673,49 @@ final class SnapshotEngineTests: XCTestCase {
             for (i, e) in a.events.enumerated() { plain.apply(e, seq: UInt64(i + 1)) }
             XCTAssertEqual(r3.projection.anomalies, plain.anomalies, "seed \(seed): other options, other anomalies")
         }
+    }
+
+    /// Snapshots of an older projection format (version 1 had no `scope` in its records) are
+    /// reported stale, never decoded with today's layout, and replaced by a rebuild.
+    func testSnapshotsOfAnOlderFormatVersionAreStaleAndRebuilt() throws {
+        let seed: UInt64 = 61
+        let ledger = try buildLedger("old-version", seed: seed, count: 2500, blockEventsMax: 100, midBlockMarkers: false)
+        let store = SnapshotStore(dataDirectory: ledger.directory)
+        let first = ProjectionEngine(log: ledger.log, store: store, options: options)
+        first.snapshotIntervalEvents = 500
+        first.keepIntervalSnapshots = 1000
+        _ = try first.state(at: .head)
+        let written = store.list()
+        XCTAssertFalse(written.isEmpty, "seed \(seed): snapshots written")
+        XCTAssertGreaterThan(SnapshotHeader.formatVersion, 1)
+        // Each file's header rewritten as version 1 (a valid header checksum: only the version is old).
+        for info in written {
+            let path = snapshotsDirectory(ledger.directory) + "/" + info.name
+            var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+            var h = info.header!
+            h.formatVersion = 1
+            let header = h.encode()
+            bytes.replaceSubrange(0..<header.count, with: header)
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+        }
+        XCTAssertTrue(store.list().allSatisfy { $0.header?.formatVersion == 1 && $0.problem == nil }, "seed \(seed): whole version-1 files")
+        let engine = ProjectionEngine(log: ledger.log, store: store, options: options)
+        engine.snapshotIntervalEvents = 500
+        engine.keepIntervalSnapshots = 1000
+        let r = try engine.state(at: .head)
+        XCTAssertNil(r.snapshot, "seed \(seed): a version-1 snapshot was used")
+        XCTAssertEqual(r.replayedEvents, 2500, "seed \(seed): rebuilt from the ledger")
+        for info in written {
+            XCTAssertTrue(r.notes.contains { $0.contains(info.name) && $0.contains("projection format version 1") && $0.contains("stale") },
+                          "seed \(seed): \(info.name) not reported stale in \(r.notes)")
+        }
+        assertSame(dump(r.projection, clock: r.clock), dump(reference(ledger.events, through: 2500), clock: ledger.events.map(\.ts).max()!),
+                   "seed \(seed): head rebuilt past old snapshots")
+        // The rebuild wrote current ones, which the next question starts from.
+        XCTAssertTrue(store.list().contains { $0.header?.formatVersion == SnapshotHeader.formatVersion }, "seed \(seed): no current snapshot rewritten")
+        let again = try ProjectionEngine(log: ledger.log, store: store, options: options).state(at: .head)
+        XCTAssertNotNil(again.snapshot, "seed \(seed): the rewritten snapshots are used")
+        assertSame(dump(again.projection, clock: again.clock), dump(r.projection, clock: r.clock), "seed \(seed): from the rewritten snapshot")
     }
 
     // MARK: 4. Markers
