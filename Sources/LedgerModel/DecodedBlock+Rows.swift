@@ -8,6 +8,13 @@
 // through it must never accept bytes that a full read would refuse. What is saved is the
 // expensive part of a full decode: a `String` per table entry and the per-event columns. Strings
 // stay byte offsets into the payload until a requested row needs one.
+//
+// With a block's checkpoint record (recorded by `tokenKeys(_:checkpointEvery:hash:)` as it walks
+// the block, kept by the token index), `decode(_:rows:checkpoints:maxTs:token:)` resumes at the
+// checkpoint before each needed row instead, and walks only to the next checkpoint, whose recorded
+// state the walk must reach exactly (FORMAT.md "Token index", row checkpoints). The payload itself
+// was checked against its block's checksum; the record is derived data and is trusted for nothing:
+// every offset in it is bound-checked, and whatever does not add up is reported, never followed.
 
 /// The events at some rows of a block, as `DecodedBlock.event(at:)` would give them.
 public struct BlockRows: Sendable {
@@ -698,10 +705,24 @@ private struct CheckpointWalk {
         let streams = PayloadStream.count - 1
         let fieldCount = StringField.count
         let stringTotal = UInt64(stringCount)
-        var cursors = [ByteCursor](repeating: ByteCursor(payload, offset: 0, end: 0), count: PayloadStream.count)
-        var slotOf = [UInt32: Int]()
-        var slotRow = [Int](), slotPresence = [UInt32](), slotKnown = [UInt32](), slotRefs = [UInt32]()
-        var refs = [UInt32](repeating: 0, count: fieldCount)
+        // Raw buffers, as in `RowWalk.run`: uniqueness checks per array write were most of a walk.
+        // Slots: per string used as a token (slot number + 1; 0 = none), at most one per walked event.
+        let walkedMax = Swift.min(n, Set(rows.map { $0 / every }).count * every)
+        let cursors = UnsafeMutableBufferPointer<ByteCursor>.allocate(capacity: PayloadStream.count)
+        cursors.initialize(repeating: ByteCursor(payload, offset: 0, end: 0))
+        let slotOf = UnsafeMutableBufferPointer<Int32>.allocate(capacity: Swift.max(1, stringCount))
+        slotOf.initialize(repeating: 0)
+        let slotRow = UnsafeMutableBufferPointer<Int>.allocate(capacity: Swift.max(1, walkedMax))
+        let slotPresence = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: Swift.max(1, walkedMax))
+        let slotKnown = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: Swift.max(1, walkedMax))
+        let slotRefs = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: Swift.max(1, walkedMax * fieldCount))
+        let refs = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: fieldCount)
+        refs.initialize(repeating: 0)
+        defer {
+            cursors.deallocate(); slotOf.deallocate(); slotRow.deallocate(); slotPresence.deallocate()
+            slotKnown.deallocate(); slotRefs.deallocate(); refs.deallocate()
+        }
+        var slotCount = 0
         var events = [Event](), throughs = [Int64]()
         events.reserveCapacity(rows.count); throughs.reserveCapacity(rows.count)
         var minTs = Int64.max, maxSeen = Int64.min
@@ -746,7 +767,8 @@ private struct CheckpointWalk {
                     if hasBase {
                         guard let inh = cursors[PayloadStream.inherit].varint(), inh & ~UInt64(p) == 0, inh & 1 == 0 else { return .damaged("event \(i): inherit bits") }
                         inherit = UInt32(inh)
-                        if let k = slotOf[tokenRef] {
+                        let k = Int(slotOf[s]) - 1
+                        if k >= 0 {
                             base = k
                             baseUsable = slotRow[k] >= runStart || (inherit != 0 && wanted && isTrusted(tokenRef))
                         }
@@ -799,12 +821,12 @@ private struct CheckpointWalk {
                     }
                 }
                 if tokenRef != UInt32.max {
-                    let k: Int
-                    if let existing = slotOf[tokenRef] { k = existing } else {
-                        k = slotRow.count
-                        slotOf[tokenRef] = k
-                        slotRow.append(0); slotPresence.append(0); slotKnown.append(0)
-                        slotRefs.append(contentsOf: repeatElement(0, count: fieldCount))
+                    var k = Int(slotOf[Int(tokenRef)]) - 1
+                    if k < 0 {
+                        guard slotCount < walkedMax else { return .damaged("more tokens than walked events") }
+                        k = slotCount
+                        slotCount += 1
+                        slotOf[Int(tokenRef)] = Int32(k + 1)
                     }
                     slotRow[k] = i; slotPresence[k] = p; slotKnown[k] = known
                     var present = p & 0x1FFFF & known

@@ -139,6 +139,10 @@ public final class HTTPServer: @unchecked Sendable {
     }
 }
 
+/// `con_cls` of a request without a body, between MHD's first call (headers) and the next one
+/// (request complete): not an object, never released.
+nonisolated(unsafe) private let noBodyMarker = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)
+
 /// A request body arriving in pieces.
 private final class BodyState {
     var bytes = [UInt8]()
@@ -171,18 +175,28 @@ private let httpAccessHandler: MHD_AccessHandlerCallback = { cls, connection, ur
            let n = UInt64(String(cString: cl)), n > UInt64(server.options.bodyBytesMax) {
             return server.tooLarge(connection, String(n))
         }
-        // No body announced: the request is whole now; answering at once saves the per-request
-        // state (the hot lookups are GETs and small POSTs).
+        // Answer on the next call, never this one, even with no body: a response queued while MHD
+        // is still in its headers-processed state is an "early" one, after which MHD stops
+        // reading the connection and closes it (`Connection: close`), so every GET cost a new
+        // TCP connection. With no body announced, MHD makes that next call at once, in the same
+        // pass, and no per-request state is allocated (a shared marker stands for "no body").
         let cl = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length")
         let chunked = MHD_lookup_connection_value(connection, .HEADER_KIND, "Transfer-Encoding") != nil
         if !chunked && (cl.map { strcmp($0, "0") == 0 } ?? true) {
-            let request = HTTPRequest(method: methodName, path: String(cString: url), query: queryParameters(connection),
-                                      body: [], connection: connection)
-            return server.respond(connection, server.handler(request))
+            conCls.pointee = noBodyMarker
+            return .YES
         }
         let state = BodyState()
         conCls.pointee = Unmanaged.passRetained(state).toOpaque()
         return .YES
+    }
+    if conCls.pointee == noBodyMarker {
+        // A body where none was announced cannot reach here: MHD frames the request by its headers.
+        uploadSize.pointee = 0
+        conCls.pointee = nil
+        let request = HTTPRequest(method: methodName, path: String(cString: url), query: queryParameters(connection),
+                                  body: [], connection: connection)
+        return server.respond(connection, server.handler(request))
     }
     let state = Unmanaged<BodyState>.fromOpaque(conCls.pointee!).takeUnretainedValue()
     if uploadSize.pointee > 0 {
@@ -206,7 +220,10 @@ private let httpAccessHandler: MHD_AccessHandlerCallback = { cls, connection, ur
 }
 
 private let httpRequestCompleted: MHD_RequestCompletedCallback = { _, _, conCls, _ in
-    guard let conCls, let state = conCls.pointee else { return }
+    guard let conCls, let state = conCls.pointee, state != noBodyMarker else {
+        conCls?.pointee = nil
+        return
+    }
     Unmanaged<BodyState>.fromOpaque(state).release()
     conCls.pointee = nil
 }

@@ -359,6 +359,9 @@ final class FramedConnection: @unchecked Sendable {
     private var readerDone = false
     private var writerDone = false
     private var broken = false
+    /// A thread is writing to the socket (the writer, or one sending a reply the moment it is
+    /// ready); replies go out in order because only the owner sends.
+    private var writing = false
     private var subscribed = false
     private var dropped = false
     /// The authenticated gateway, when the server requires authentication.
@@ -421,8 +424,34 @@ final class FramedConnection: @unchecked Sendable {
             slots[assigned] = bytes
             assigned += 1
             queuedBytes += bytes.count
-            replies.broadcast()
+            sendReadyLocked()
             return true
+        }
+    }
+
+    /// With `replies` locked, after a reply was queued: when it is the next to go and no one is
+    /// writing, this thread (usually the committer) sends what the socket takes at once, so an
+    /// acknowledgement or a subscribed event does not wait for the writer thread to be scheduled
+    /// on a busy machine. It never blocks: what the socket does not take is left to the writer.
+    private func sendReadyLocked() {
+        defer { replies.broadcast() }
+        guard !writing, !broken, let bytes = slots[sent] else { return }
+        writing = true
+        slots[sent] = nil
+        sent += 1
+        replies.mutex.unlock()
+        let n = socket.sendAvailable(bytes)
+        replies.mutex.lock()
+        writing = false
+        if n < 0 {
+            broken = true
+            queuedBytes -= bytes.count
+        } else if n < bytes.count {
+            sent -= 1
+            slots[sent] = Array(bytes[n...])
+            queuedBytes -= n
+        } else {
+            queuedBytes -= bytes.count
         }
     }
 
@@ -484,7 +513,7 @@ final class FramedConnection: @unchecked Sendable {
             }
             let head = server.hub.head
             let from = request.fromSeq ?? head + 1
-            fill(slot, Frame(.subscribed, id: frame.id, text: json(["from_seq": String(from), "head_seq": String(head)])).encoded)
+            fill(slot, Frame(.subscribed, id: frame.id, text: "{\"from_seq\":\(from),\"head_seq\":\(head)}").encoded)
             subscribed = true
             if request.alerts {
                 if let live = server.live { live.subscribe(self, frameID: frame.id, fromSeq: from) } else {
@@ -611,7 +640,7 @@ final class FramedConnection: @unchecked Sendable {
         replies.mutex.locked {
             slots[slot] = bytes
             queuedBytes += bytes.count
-            replies.broadcast()
+            sendReadyLocked()
         }
     }
 
@@ -624,19 +653,24 @@ final class FramedConnection: @unchecked Sendable {
     private func writeLoop() {
         replies.mutex.lock()
         while true {
-            if let bytes = slots[sent] {
+            if !writing, let bytes = slots[sent] {
                 slots[sent] = nil
                 sent += 1
+                writing = true
+                let failed = broken
                 replies.mutex.unlock()
-                if !broken {
-                    do { try socket.write(bytes) } catch { broken = true }
+                var ok = true
+                if !failed {
+                    do { try socket.write(bytes) } catch { ok = false }
                 }
                 replies.mutex.lock()
+                writing = false
+                if !ok { broken = true }
                 queuedBytes -= bytes.count
                 replies.broadcast()
                 continue
             }
-            if readerDone && sent == assigned { break }
+            if readerDone && sent == assigned && !writing { break }
             replies.wait()
         }
         writerDone = true

@@ -152,6 +152,22 @@ public final class Socket: @unchecked Sendable {
         }
     }
 
+    /// Sends what the socket takes now without blocking.
+    /// - Returns: the bytes sent (possibly fewer than given), or -1 when the connection failed.
+    public func sendAvailable(_ bytes: [UInt8]) -> Int {
+        bytes.withUnsafeBytes { b in
+            var done = 0
+            while done < b.count {
+                let n = send(fd, b.baseAddress! + done, b.count - done, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                if n > 0 { done += n; continue }
+                if n < 0 && Glibc.errno == EINTR { continue }
+                if n < 0 && (Glibc.errno == EAGAIN || Glibc.errno == EWOULDBLOCK) { return done }
+                return -1
+            }
+            return done
+        }
+    }
+
     public func write(_ bytes: [UInt8]) throws(SocketError) {
         let r = bytes.withUnsafeBytes { b in Result { () throws(SocketError) in try write(b) } }
         try r.get()

@@ -15,6 +15,12 @@
 // handles of its own. A query re-checks every row against the real id (ids are stored as 32-bit
 // tags of a keyed hash, so two ids may share a tag; that costs a read, never a wrong answer).
 //
+// Rows are decoded from per-block row checkpoints (the row decoder's state every
+// `checkpointRows` rows, recorded while indexing a block and stored beside the postings), so a
+// query walks a few hundred events per row it needs rather than the block up to it. A block whose
+// checkpoints cannot answer is walked from its start; a record found damaged is noted and its
+// segment re-indexed (and its file rewritten) at the next query.
+//
 // Thread safety: one lock guards the index's state. `update` and the lookup part of `events`
 // take it (the first query after new blocks also decodes those blocks under it); reading and
 // decoding the rows a query needs happens outside it, so queries from several threads overlap.

@@ -487,7 +487,7 @@ final class TokenIndexTests: XCTestCase {
         let all = answers.keys.sorted()
         var rng = SplitMix64(seed: seed)
         var found = 0
-        for round in 0..<120 {
+        for round in 0..<50 {
             let target = files[Int(rng.next() % UInt64(files.count))]
             var b = good[target]!
             // The checkpoint area: after the header, the bucket directory and the data.
@@ -521,6 +521,6 @@ final class TokenIndexTests: XCTestCase {
                 XCTAssertTrue(index.notes.contains { $0.contains(target) }, "\(c): \(index.notes)")
             }
         }
-        XCTAssertGreaterThan(found, 30, "seed \(seed): test setup: damage found by the decoder")
+        XCTAssertGreaterThan(found, 12, "seed \(seed): test setup: damage found by the decoder")
     }
 }
