@@ -73,7 +73,7 @@ enum ServerBench {
             let group = DispatchGroup()
             for c in 0..<connections {
                 let mine = perConnection[c]
-                DispatchQueue.global().async(group: group) { _ = framedClient(port: port, batches: mine, window: 16, paceBatchesPerSecond: nil) }
+                spawn(group) { _ = framedClient(port: port, batches: mine, window: 16, paceBatchesPerSecond: nil) }
             }
             group.wait()
             framed.append(Double(events) / seconds(since: t0))
@@ -83,7 +83,7 @@ enum ServerBench {
             let tb = monotonicNanoseconds()
             for c in 0..<connections {
                 let mine = perConnectionBinary[c]
-                DispatchQueue.global().async(group: group) { _ = framedClient(port: port, batches: mine, window: 16, paceBatchesPerSecond: nil, type: .binaryBatch) }
+                spawn(group) { _ = framedClient(port: port, batches: mine, window: 16, paceBatchesPerSecond: nil, type: .binaryBatch) }
             }
             group.wait()
             binary.append(Double(events) / seconds(since: tb))
@@ -93,7 +93,7 @@ enum ServerBench {
             let t1 = monotonicNanoseconds()
             for c in 0..<connections {
                 let mine = perConnection[c]
-                DispatchQueue.global().async(group: group) { lineClient(port: port, batches: mine) }
+                spawn(group) { lineClient(port: port, batches: mine) }
             }
             group.wait()
             while server.statistics.eventsCommitted - before < events { usleep(1000) }
@@ -117,12 +117,12 @@ enum ServerBench {
             let latencies = Latencies()
             let subscribed = DispatchSemaphore(value: 0)
             let stopSubscriber = Flag()
-            DispatchQueue.global().async(group: group) { subscriber(port: port, latencies: latencies, ready: subscribed, stop: stopSubscriber) }
+            spawn(group) { subscriber(port: port, latencies: latencies, ready: subscribed, stop: stopSubscriber) }
             subscribed.wait()
             let durationBatches = min(small.count / connections, Int(rate * 4) + 1)
             for c in 0..<connections {
                 let mine = Array(small[(c * durationBatches)..<min(small.count, (c + 1) * durationBatches)])
-                DispatchQueue.global().async(group: group) {
+                spawn(group) {
                     let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate)
                     latencies.addAcks(l)
                 }
@@ -176,6 +176,13 @@ enum ServerBench {
         return (server, server.port)
     }
 
+    /// Clients block (on sockets, on their window), so each gets a thread of its own: a
+    /// dispatch queue's pool is sized to the cores and starved them for seconds at a time.
+    static func spawn(_ group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
+        group.enter()
+        startThread { body(); group.leave() }
+    }
+
     static func seconds(since t: UInt64) -> Double { Double(monotonicNanoseconds() - t) / 1e9 }
 
     static func percentile(_ sorted: [Double], _ p: Double) -> Double {
@@ -192,7 +199,7 @@ enum ServerBench {
         nonisolated(unsafe) var sentAt = [UInt64](repeating: 0, count: batches.count)
         nonisolated(unsafe) var latencies = [Double]()
         let done = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
+        startThread {
             var received = 0
             while received < batches.count, let f = try? client.next() {
                 let now = monotonicNanoseconds()
@@ -273,7 +280,7 @@ enum ServerBench {
         guard let listener = try? Socket.listen(Endpoint(host: "127.0.0.1", port: 0)) else { return 1 }
         let port = listener.localPort
         let done = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
+        startThread {
             guard let (s, _) = (try? listener.accept(timeoutMs: 5000)) ?? nil else { done.signal(); return }
             var buffer = [UInt8](repeating: 0, count: 1 << 18)
             while ((try? buffer.withUnsafeMutableBytes { try s.read(into: $0) }) ?? 0) > 0 {}
