@@ -12,8 +12,61 @@ public struct MetricsOptions: Sendable {
     public init() {}
 }
 
+/// The per-token part of the metrics (status gauges, active tokens by release, rates), gathered
+/// `chunk` records at a time so a server can let lookups through between chunks: one walk over
+/// 10M tokens under the state's lock would stall them for about a second per scrape. Chunks
+/// walked at different moments may disagree by the events applied in between; that is the price.
+public struct TokenMetricsWalk: Sendable {
+    public let clock: Int64
+    let windowStart: Int64
+    /// About half a millisecond of walking: what a lookup may wait behind a scrape.
+    public static let chunk = 8192
+    var nextRecord = 0
+    var byStatus: [TokenStatus: UInt64] = [:]
+    /// Active tokens by (release << 32 | track) name numbers; labels are applied when rendering.
+    var activeBy: [UInt64: UInt64] = [:]
+    var issued: UInt64 = 0, expired: UInt64 = 0, revoked: UInt64 = 0
+}
+
 extension Projection {
-    public func prometheusText(clock: Int64, options: MetricsOptions = MetricsOptions(), extra: [(String, String, String, Double)] = []) -> String {
+    public func tokenMetricsWalk(clock: Int64, options: MetricsOptions = MetricsOptions()) -> TokenMetricsWalk {
+        let windowStart = clock.subtractingReportingOverflow(options.rateWindowMs).overflow ? Int64.min : clock - options.rateWindowMs
+        return TokenMetricsWalk(clock: clock, windowStart: windowStart)
+    }
+
+    /// Adds the next `TokenMetricsWalk.chunk` token records to `w`.
+    /// - Returns: false once every record has been walked (then nothing was added).
+    @discardableResult
+    public func continueWalk(_ w: inout TokenMetricsWalk) -> Bool {
+        let start = w.nextRecord
+        guard start < records.count else { return false }
+        let end = min(records.count, start + TokenMetricsWalk.chunk)
+        w.nextRecord = end
+        let clock = w.clock, windowStart = w.windowStart
+        var i = start
+        while i < end {
+            // Within one record page at a time: the pages are the storage, the chunk the lock's unit.
+            let p = i >> RecordPages.shift
+            let page = records.pages[p]
+            let stop = min(end, (p + 1) << RecordPages.shift)
+            for j in (i & (RecordPages.pageCount - 1))..<(stop - (p << RecordPages.shift)) {
+                let r = page[j]
+                let status = r.status(clock: clock)
+                w.byStatus[status, default: 0] += 1
+                if status == .active { w.activeBy[UInt64(r.release) << 32 | UInt64(r.track), default: 0] += 1 }
+                if r.isCreated && r.issuedAt > windowStart && r.issuedAt <= clock { w.issued += 1 }
+                if r.isCreated && r.exp != .max && r.exp > windowStart && r.exp <= clock && status == .expired { w.expired += 1 }
+                if r.isRevoked && r.revokedAt > windowStart && r.revokedAt <= clock { w.revoked += 1 }
+            }
+            i = stop
+        }
+        return true
+    }
+
+    /// - Parameter walk: the per-token part gathered beforehand with `continueWalk` (a server
+    ///   does it a page at a time); nil walks every token now.
+    public func prometheusText(clock: Int64, options: MetricsOptions = MetricsOptions(), extra: [(String, String, String, Double)] = [],
+                               walk: TokenMetricsWalk? = nil) -> String {
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
@@ -48,23 +101,15 @@ extension Projection {
         }
 
         // One walk over the tokens gives the status gauges, active tokens by release and the rates.
+        var w = walk ?? tokenMetricsWalk(clock: clock, options: options)
+        if walk == nil { while continueWalk(&w) {} }
         var byStatus = [TokenStatus: UInt64]()
+        for (k, v) in w.byStatus { byStatus[k] = v }
         var activeBy = [[String]: UInt64]()
-        let windowStart = clock.subtractingReportingOverflow(options.rateWindowMs).overflow ? Int64.min : clock - options.rateWindowMs
-        var issuedInWindow: UInt64 = 0, expiredInWindow: UInt64 = 0, revokedInWindow: UInt64 = 0
-        for p in records.pages.indices {
-            let page = records.pages[p]
-            let used = min(RecordPages.pageCount, records.count - p * RecordPages.pageCount)
-            for j in 0..<used {
-                let r = page[j]
-                let status = r.status(clock: clock)
-                byStatus[status, default: 0] += 1
-                if status == .active { activeBy[[label(r.release, releases), label(r.track, tracks)], default: 0] += 1 }
-                if r.isCreated && r.issuedAt > windowStart && r.issuedAt <= clock { issuedInWindow += 1 }
-                if r.isCreated && r.exp != .max && r.exp > windowStart && r.exp <= clock && status == .expired { expiredInWindow += 1 }
-                if r.isRevoked && r.revokedAt > windowStart && r.revokedAt <= clock { revokedInWindow += 1 }
-            }
+        for (key, v) in w.activeBy {
+            activeBy[[label(UInt32(key >> 32), releases), label(UInt32(key & 0xFFFF_FFFF), tracks)], default: 0] += v
         }
+        let issuedInWindow = w.issued, expiredInWindow = w.expired, revokedInWindow = w.revoked
         family("tokenledger_tokens", "gauge", "Tokens by status at the projection's clock (unknown: seen only in validations or rejections).")
         for s in TokenStatus.allCases { sample("tokenledger_tokens", [("status", s.rawValue)], Double(byStatus[s] ?? 0)) }
         family("tokenledger_active_tokens", "gauge", "Active tokens by issuing release and track.")

@@ -188,7 +188,12 @@ final class HTTPAPI: @unchecked Sendable {
             ("tokenledger_ingest_batches_refused_total", "counter", "Framed batches refused (NACK) since the server started.", Double(stats.batchesRefused)),
             ("tokenledger_authentication_failures_total", "counter", "Gateway or admin authentications refused since the server started.", Double(stats.authenticationFailures)),
         ]
-        var text = try atHead { p in p.prometheusText(clock: Self.liveClock(p), extra: extra) }
+        // The token walk goes a page of records at a time, each under the state's lock on its
+        // own, so lookups and the projector get in between (TokenMetricsWalk).
+        var walk = try atHead { p in p.tokenMetricsWalk(clock: Self.liveClock(p)) }
+        let live = try live()
+        while live.withProjection(upTo: 0, { p in p.continueWalk(&walk) }) {}
+        var text = live.withProjection(upTo: 0) { p in p.prometheusText(clock: walk.clock, extra: extra, walk: walk) }
         text += server.committer.ingestLatency.prometheus(
             name: "tokenledger_ingest_duration_seconds",
             help: "Time from a batch being queued for commit to its being durable and published, per submission.")
