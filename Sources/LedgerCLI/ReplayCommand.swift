@@ -19,23 +19,11 @@ enum ReplayCommand {
       --format F          ndjson (default) or table
     """
 
-    struct Filter {
-        var token: String?
-        var sub: String?
-        var types: Set<EventType> = []
-        var release: String?
-        var gateway: String?
-        var fromSeq: UInt64?
-        var toSeq: UInt64?
-        var since: Int64?
-        var until: Int64?
-    }
-
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
         let args = try Arguments(arguments, spec: .init(options: ["data", "from-seq", "to-seq", "since", "until", "token", "sub", "type",
                                                                   "release", "gateway", "limit", "format"]), command: "replay")
         let directory = try args.required("data")
-        var filter = Filter()
+        var filter = EventFilter()
         filter.token = args.string("token").map { TokenFingerprint.normalize($0) }
         filter.sub = args.string("sub")
         filter.release = args.string("release")
@@ -69,7 +57,7 @@ enum ReplayCommand {
         for location in log.locateBlocks(fromSeq: filter.fromSeq, toSeq: filter.toSeq, since: filter.since, until: filter.until) {
             let block: DecodedBlock
             do { block = try log.readBlock(location) } catch { throw .failure("replay", "\(error)") }
-            let matches = matchingIndices(block, header: location.header, filter: filter)
+            let matches = filter.matchingIndices(block, firstSeq: location.header.firstSeq)
             let writer = BlockNDJSONWriter(block)
             for i in matches {
                 if emitted >= limit { break }
@@ -87,30 +75,6 @@ enum ReplayCommand {
         }
         try out.flush()
         return 0
-    }
-
-    /// Indices of a block's events that pass the filter; string filters compare string numbers.
-    static func matchingIndices(_ block: DecodedBlock, header: BlockHeader, filter: Filter) -> [Int] {
-        var conditions = [(StringField, UInt32)]()
-        for (field, value) in [(StringField.token, filter.token), (.sub, filter.sub), (.release, filter.release), (.gateway, filter.gateway)] {
-            guard let value else { continue }
-            guard let number = block.stringNumber(of: value) else { return [] }
-            conditions.append((field, number))
-        }
-        var result = [Int]()
-        let typeFilter = filter.types
-        for i in 0..<block.count {
-            let seq = header.firstSeq + UInt64(i)
-            if let from = filter.fromSeq, seq < from { continue }
-            if let to = filter.toSeq, seq > to { break }
-            if let since = filter.since, block.ts[i] < since { continue }
-            if let until = filter.until, block.ts[i] > until { continue }
-            if !typeFilter.isEmpty && !typeFilter.contains(block.types[i]) { continue }
-            var ok = true
-            for (field, number) in conditions where block.refs[i * StringField.count + field.rawValue] != number { ok = false; break }
-            if ok { result.append(i) }
-        }
-        return result
     }
 }
 

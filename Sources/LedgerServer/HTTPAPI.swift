@@ -259,16 +259,6 @@ final class HTTPAPI: @unchecked Sendable {
 
     // MARK: Events
 
-    struct EventFilter {
-        var token: String?
-        var sub: String?
-        var types: Set<EventType> = []
-        var release: String?
-        var gateway: String?
-        var since: Int64?
-        var until: Int64?
-    }
-
     private func events(_ r: HTTPRequest) throws(APIError) -> HTTPResponse {
         let p = try HTTPParameters(r, allowed: ["token", "sub", "type", "release", "gateway", "since", "until", "from_seq", "limit"], repeatable: ["type"])
         var f = EventFilter()
@@ -288,6 +278,7 @@ final class HTTPAPI: @unchecked Sendable {
         f.until = try p.time("until")
         if let s = f.since, let u = f.until, s > u { throw APIError(400, "parameter since (\(s)) is after until (\(u))") }
         let from = try p.uint("from_seq", min: 1) ?? 1
+        f.fromSeq = from
         let limit = Int(try p.uint("limit", min: 1, max: UInt64(options.eventsLimitMax)) ?? 1000)
 
         // The head is fixed now: a page is a consistent read even while events arrive.
@@ -303,7 +294,7 @@ final class HTTPAPI: @unchecked Sendable {
                 return false
             }
             let writer = BlockNDJSONWriter(block)
-            for i in Self.matching(block, firstSeq: location.header.firstSeq, from: from, filter: f) {
+            for i in f.matchingIndices(block, firstSeq: location.header.firstSeq) {
                 let seq = location.header.firstSeq + UInt64(i)
                 if emitted == limit || out.count >= options.eventsPageBytesMax {
                     next = seq
@@ -358,12 +349,7 @@ final class HTTPAPI: @unchecked Sendable {
             for found in page {
                 guard found.seq <= head else { return }
                 let e = found.event
-                if let since = f.since, e.ts < since { continue }
-                if let until = f.until, e.ts > until { continue }
-                if !f.types.isEmpty && !f.types.contains(e.type) { continue }
-                if let sub = f.sub, e.sub != sub { continue }
-                if let release = f.release, e.release != release { continue }
-                if let gateway = f.gateway, e.gateway != gateway { continue }
+                guard f.matches(e, seq: found.seq) else { continue }
                 if emitted == limit || out.count >= options.eventsPageBytesMax {
                     next = found.seq
                     return
@@ -374,28 +360,6 @@ final class HTTPAPI: @unchecked Sendable {
             guard page.count == chunk, let last = page.last else { return }
             cursor = last.seq + 1
         }
-    }
-
-    /// Indices of a block's events at or after `from` passing the filter; string filters
-    /// compare the block's string numbers, so a block without the string costs one lookup.
-    static func matching(_ block: DecodedBlock, firstSeq: UInt64, from: UInt64, filter: EventFilter) -> [Int] {
-        var conditions = [(StringField, UInt32)]()
-        for (field, value) in [(StringField.token, filter.token), (.sub, filter.sub), (.release, filter.release), (.gateway, filter.gateway)] {
-            guard let value else { continue }
-            guard let number = block.stringNumber(of: value) else { return [] }
-            conditions.append((field, number))
-        }
-        var result = [Int]()
-        let start = from > firstSeq ? Int(min(from - firstSeq, UInt64(block.count))) : 0
-        for i in start..<block.count {
-            if let since = filter.since, block.ts[i] < since { continue }
-            if let until = filter.until, block.ts[i] > until { continue }
-            if !filter.types.isEmpty && !filter.types.contains(block.types[i]) { continue }
-            var ok = true
-            for (field, number) in conditions where block.refs[i * StringField.count + field.rawValue] != number { ok = false; break }
-            if ok { result.append(i) }
-        }
-        return result
     }
 
     // MARK: Markers, state, alerts
