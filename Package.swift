@@ -15,6 +15,9 @@ let package = Package(
         // hand-written parser (ARCHITECTURE.md "C libraries").
         .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
 
+        // Scheduler hints and thread names (sched_setattr has no glibc wrapper).
+        .target(name: "CThreads"),
+
         .target(name: "LedgerCrypto", dependencies: ["COpenSSL"]),
         .target(name: "LedgerModel", dependencies: ["LedgerCrypto"]),
         .target(name: "LedgerStorage", dependencies: ["LedgerModel", "LedgerCrypto", "CLZ4"]),
@@ -22,7 +25,7 @@ let package = Package(
         // on those accesses were ~5% of a rebuild (perf), and the loop has no overlapping access.
         .target(name: "LedgerProjection", dependencies: ["LedgerModel", "LedgerStorage", "LedgerCrypto"],
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
-        .target(name: "LedgerServer", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerCrypto", "CMicroHTTPD"]),
+        .target(name: "LedgerServer", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerCrypto", "CMicroHTTPD", "CThreads"]),
         .target(name: "LedgerWorkload", dependencies: ["LedgerModel"]),
         .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerServer", "LedgerWorkload", "LedgerCrypto"]),
         .executableTarget(name: "tokenledger", dependencies: ["LedgerCLI"]),

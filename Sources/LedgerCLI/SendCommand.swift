@@ -1,14 +1,18 @@
 import Glibc
 import LedgerModel
 import LedgerServer
+import LedgerStorage
 
 enum SendCommand {
     static let usage = """
     usage: tokenledger send --to HOST:PORT [FILE] [--batch-events N] [--window W] [--binary]
-                           [--gateway ID --key-file FILE]
+                           [--linger-ms MS] [--gateway ID --key-file FILE]
 
     Streams NDJSON (FILE or stdin) to a ledger server in framed mode: batches of N lines
-    (default 4096), up to W batches in flight (default 32). Prints how many events were
+    (default 4096), up to W batches in flight (default 32). When the input pauses (a live
+    pipe: `tail -F access.log | tokenledger send ...`), a partial batch goes once its first
+    line has waited MS milliseconds (default 5; 0 sends whenever no more input is ready), so
+    a revocation is not held back for N lines. Prints how many events were
     acknowledged and the last sequence number, also when the connection drops (then it exits
     1), so an operator always knows what made it. A batch the server refuses is reported with
     the input lines it held; the others still go.
@@ -36,7 +40,9 @@ enum SendCommand {
     }
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: Set(["to", "batch-events", "window"]).union(ClientAuth.options), flags: ["binary"], positionalsMax: 1), command: "send")
+        let args = try Arguments(arguments, spec: .init(options: Set(["to", "batch-events", "window", "linger-ms"]).union(ClientAuth.options), flags: ["binary"], positionalsMax: 1),
+                                 command: "send")
+        let lingerMs = Int(try args.int("linger-ms", range: 0...60_000) ?? 5)
         guard let endpoint = Endpoint(parsing: try args.required("to")) else { throw .usage("send", "--to expects HOST:PORT") }
         let batchLines = Int(try args.int("batch-events", range: 1...65_536) ?? 4096)
         let binary = args.has("binary")
@@ -84,7 +90,7 @@ enum SendCommand {
         let shared = Shared()
         let inputName = name
 
-        startThread {
+        startThread(name: "tl-send-acks") {
             while true {
                 let frame: Frame
                 do throws(FrameError) {
@@ -130,6 +136,8 @@ enum SendCommand {
         var linesInBatch = 0
         var lineNumber = 0
         var batchID: UInt64 = 0
+        /// When the current batch's first line was read (linger).
+        var batchStartedNs: UInt64 = 0
         var sentEvents = 0
         var lost = false
         func sendBatch() {
@@ -155,6 +163,19 @@ enum SendCommand {
             linesInBatch = 0
         }
         reading: while !lost {
+            if linesInBatch > 0 {
+                // Wait for more input only until the batch's linger is up; a file or a pipe
+                // with data waiting is readable at once, so full-speed input still fills batches.
+                let waitedMs = Int((monotonicNanoseconds() - batchStartedNs) / 1_000_000)
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&p, 1, Int32(max(0, lingerMs - waitedMs)))
+                if ready < 0 && errno == EINTR { continue }
+                if ready == 0 {
+                    sendBatch()
+                    if lost { break reading }
+                    continue
+                }
+            }
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
             if n < 0 { if errno == EINTR { continue }; throw .failure("send", "reading \(name): \(String(cString: strerror(errno)))") }
             if n == 0 { break }
@@ -164,6 +185,7 @@ enum SendCommand {
                 if !carry.isEmpty { batch += carry; carry.removeAll() }
                 batch += buffer[start...i]
                 start = i + 1
+                if linesInBatch == 0 { batchStartedNs = monotonicNanoseconds() }
                 linesInBatch += 1
                 if linesInBatch >= batchLines || batch.count >= 4 << 20 { sendBatch(); if lost { break reading } }
             }

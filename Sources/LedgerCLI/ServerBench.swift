@@ -11,6 +11,7 @@ import LedgerWorkload
 enum ServerBench {
     static let usage = """
     usage: tokenledger bench server [--events N] [--runs R] [--seed S] [--connections C]
+                                    [--latency-seconds T] [--no-scheduler-hints]
 
     Starts a server (fsync always, alerts on) on 127.0.0.1 in a scratch directory and measures,
     R times each, with medians:
@@ -18,16 +19,23 @@ enum ServerBench {
                   events acknowledged per second
       binary      the same, with batches the client encoded (canonical block payloads)
       line        C connections sending the same NDJSON as plain lines: events committed/s
-      ack latency NDJSON batches of 1000 events at half the framed rate above: p50 and p99
-                  from sending a batch to its acknowledgement
-      revocation  meanwhile, one revocation every 5 ms: p50 and p99 from sending it to a
-                  subscriber (type revoked) receiving it
+      ack latency for T seconds (default 5), NDJSON batches of 1000 events offered at half
+                  the framed rate above, each connection a Poisson process: p50 and p99 from
+                  when a batch was due to its acknowledgement (a client held back still counts)
+      revocation  meanwhile, one revocation every 5 ms: p50 and p99 from when it was due to a
+                  subscriber (type revoked) receiving it, and where the server spent it
     and the references: loopback TCP throughput of the same bytes into a reader that discards
     them, and fdatasync latency of a 4 KiB write in the scratch directory.
+
+      --no-scheduler-hints   run the server without its scheduler hints (serve's defaults
+                             otherwise), to measure what they do
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections"]), command: "bench server")
+        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds"], flags: ["no-scheduler-hints"]),
+                                 command: "bench server")
+        let latencySeconds = Double(try args.int("latency-seconds", range: 1...600) ?? 5)
+        let schedulerHints = !args.has("no-scheduler-hints")
         let events = Int(try args.int("events", range: 10_000...100_000_000) ?? 2_000_000)
         let runs = Int(try args.int("runs", range: 1...20) ?? 3)
         let seed = try args.uint("seed") ?? 1
@@ -60,6 +68,7 @@ enum ServerBench {
         printError("bench: \(events) events, \(totalBytes / events) bytes/event of NDJSON, \(connections) connections, \(runs) runs")
 
         var loopback = [Double](), fsyncP50 = [Double](), fsyncP99 = [Double]()
+        var stageP50 = [[Double]](repeating: [], count: 6), stageP99 = [[Double]](repeating: [], count: 6)
         var halfLoad = [Double](), framed = [Double](), binary = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
         for r in 0..<runs {
             loopback.append(Double(events) / loopbackSeconds(batches))
@@ -67,7 +76,8 @@ enum ServerBench {
             fsyncP50.append(p50); fsyncP99.append(p99)
 
             let dir = scratch + "/ledger-\(r)"
-            let (server, port) = try start(dir)
+            let stages = StageTimes()
+            let (server, port) = try start(dir, stageTimes: stages, schedulerHints: schedulerHints)
             let t0 = monotonicNanoseconds()
             let perConnection = (0..<connections).map { c in stride(from: c, to: batches.count, by: connections).map { batches[$0] } }
             let group = DispatchGroup()
@@ -114,20 +124,23 @@ enum ServerBench {
             }
             let rate = framed.last! / 2 / 1000 / Double(connections)
             halfLoad.append(rate * 1000 * Double(connections))
+            _ = stages.take()
             let latencies = Latencies()
             let subscribed = DispatchSemaphore(value: 0)
             let stopSubscriber = Flag()
             spawn(group) { subscriber(port: port, latencies: latencies, ready: subscribed, stop: stopSubscriber) }
             subscribed.wait()
-            let durationBatches = min(small.count / connections, Int(rate * 4) + 1)
+            // Each connection offers rate × T batches, going round the workload as often as
+            // that takes (the ledger then holds repeats; the load is the same).
+            let durationBatches = Int(rate * latencySeconds) + 1
             for c in 0..<connections {
-                let mine = Array(small[(c * durationBatches)..<min(small.count, (c + 1) * durationBatches)])
+                let mine = (0..<durationBatches).map { small[(c * durationBatches + $0) % small.count] }
                 spawn(group) {
-                    let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate)
+                    let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate, arrivalSeed: seed &* 31 &+ UInt64(c))
                     latencies.addAcks(l)
                 }
             }
-            let revocations = revoker(port: port, seconds: Double(durationBatches) / max(rate, 1), latencies: latencies)
+            let revocations = revoker(port: port, seconds: latencySeconds, latencies: latencies)
             stopSubscriber.set()
             _ = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)).write(Array("{\"type\":\"revoked\",\"ts\":1,\"token\":\"bench-stop\"}\n".utf8))
             group.wait()
@@ -135,6 +148,11 @@ enum ServerBench {
             ackP50.append(percentile(acks, 0.5)); ackP99.append(percentile(acks, 0.99))
             revP50.append(percentile(revs, 0.5)); revP99.append(percentile(revs, 0.99))
             progress.update(force: true, "run \(r + 1): ack p99 \(String(format2: ackP99.last! * 1000)) ms over \(acks.count) batches; revocation p99 \(String(format2: revP99.last! * 1000)) ms over \(revs.count) of \(revocations)")
+            let rows = stages.take().filter { $0.events == 1 }
+            for (i, stage) in [\StageTimes.Row.parse, \.queued, \.commit, \.publish, \.reply, \.total].enumerated() {
+                let v = rows.map { Double($0[keyPath: stage]) / 1e9 }.sorted()
+                stageP50[i].append(percentile(v, 0.5)); stageP99[i].append(percentile(v, 0.99))
+            }
             server.stop()
         }
 
@@ -145,6 +163,9 @@ enum ServerBench {
         print("  line mode (plain NDJSON lines)            \(formatCount(med(line)).padding(10))events/s committed      target >= 500k")
         print("  ack latency at half load, p50 / p99       \(String(format2: med(ackP50) * 1000)) / \(String(format2: med(ackP99) * 1000)) ms               target p99 <= 10 ms (\(formatCount(med(halfLoad))) events/s offered)")
         print("  revocation to subscriber, p50 / p99       \(String(format2: med(revP50) * 1000)) / \(String(format2: med(revP99) * 1000)) ms               target p99 <= 5 ms")
+        let stageNames = ["parse", "queued for commit", "write + fsync", "publish", "reply", "server total"]
+        print("    in the server (revocations), p50 / p99  " + (0..<6).map { "\(stageNames[$0]) \(String(format2: med(stageP50[$0]) * 1000)) / \(String(format2: med(stageP99[$0]) * 1000))" }.joined(separator: ", ") + " ms")
+        print("    scheduler hints                         \(schedulerHints ? "on (serve's default)" : "off (--no-scheduler-hints)")")
         print("  reference: loopback TCP, same bytes       \(formatCount(med(loopback)).padding(10))events/s (\(Int(med(loopback) * Double(totalBytes) / Double(events) / 1e6)) MB/s)")
         print("  reference: fdatasync 4 KiB, p50 / p99     \(String(format2: med(fsyncP50) * 1000)) / \(String(format2: med(fsyncP99) * 1000)) ms")
         print("  ratios: framed = \(Int(med(framed) / med(loopback) * 100))% of loopback; line = \(Int(med(line) / med(loopback) * 100))%")
@@ -166,11 +187,13 @@ enum ServerBench {
         func addAcks(_ l: [Double]) { lock.withLock { acks += l } }
     }
 
-    static func start(_ dir: String) throws(CLIError) -> (LedgerServer, UInt16) {
+    static func start(_ dir: String, stageTimes: StageTimes, schedulerHints: Bool) throws(CLIError) -> (LedgerServer, UInt16) {
         let log: SegmentLog
         do { log = try SegmentLog.open(directory: dir) } catch { throw .failure("bench", "\(error)") }
         var options = ServerOptions()
         options.listen = Endpoint(host: "127.0.0.1", port: 0)
+        options.stageTimes = stageTimes
+        options.schedulerHints = schedulerHints
         let server = LedgerServer(log: log, options: options, logger: { _ in })
         do { try server.start() } catch { throw .failure("bench", "\(error)") }
         return (server, server.port)
@@ -180,7 +203,7 @@ enum ServerBench {
     /// dispatch queue's pool is sized to the cores and starved them for seconds at a time.
     static func spawn(_ group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
         group.enter()
-        startThread { body(); group.leave() }
+        startThread(name: "tl-bench-client") { body(); group.leave() }
     }
 
     static func seconds(since t: UInt64) -> Double { Double(monotonicNanoseconds() - t) / 1e9 }
@@ -190,7 +213,11 @@ enum ServerBench {
     }
 
     /// - Returns: each batch's acknowledgement latency in seconds.
-    static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, type: FrameType = .batch) -> [Double] {
+    /// With `paceBatchesPerSecond`, batches are offered as a Poisson process of that rate
+    /// (exponential gaps drawn from `arrivalSeed`), as independent gateways would send them;
+    /// clients pacing in lockstep would instead offer every connection's batch at once.
+    static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, arrivalSeed: UInt64 = 0,
+                             type: FrameType = .batch) -> [Double] {
         guard let client = try? FramedClient(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
         let socket = client.socket
         defer { client.close() }
@@ -199,7 +226,7 @@ enum ServerBench {
         nonisolated(unsafe) var sentAt = [UInt64](repeating: 0, count: batches.count)
         nonisolated(unsafe) var latencies = [Double]()
         let done = DispatchSemaphore(value: 0)
-        startThread {
+        startThread(name: "tl-bench-acks") {
             var received = 0
             while received < batches.count, let f = try? client.next() {
                 let now = monotonicNanoseconds()
@@ -212,19 +239,24 @@ enum ServerBench {
             }
             done.signal()
         }
-        let start = monotonicNanoseconds()
+        var arrivals = SplitMix64(seed: arrivalSeed)
+        var due = monotonicNanoseconds()
         for (i, b) in batches.enumerated() {
             if let pace = paceBatchesPerSecond {
-                let due = start + UInt64(Double(i) / pace * 1e9)
+                let u = Double(arrivals.next() >> 11) / Double(1 << 53)
+                due += UInt64(-log(1 - u) / pace * 1e9)
                 let now = monotonicNanoseconds()
                 if due > now { usleep(UInt32((due - now) / 1000)) }
             }
+            let frame = Frame(type, id: UInt64(i), payload: b).encoded
             lock.mutex.locked {
                 while inFlight >= window { lock.wait() }
                 inFlight += 1
-                sentAt[i] = monotonicNanoseconds()
+                // Paced, latency counts from when the batch was due, so a client held back
+                // (by its window or a full socket) does not hide the wait (coordinated omission).
+                sentAt[i] = paceBatchesPerSecond == nil ? monotonicNanoseconds() : min(due, monotonicNanoseconds())
             }
-            if (try? socket.write(Frame(type, id: UInt64(i), payload: b).encoded)) == nil { break }
+            if (try? socket.write(frame)) == nil { break }
         }
         done.wait()
         return lock.mutex.locked { latencies }
@@ -267,9 +299,10 @@ enum ServerBench {
             let now = monotonicNanoseconds()
             if due > now { usleep(UInt32((due - now) / 1000)) }
             let id = "\(i)"
-            latencies.lock.withLock { latencies.sentAt[id] = monotonicNanoseconds() }
             let line = "{\"type\":\"revoked\",\"ts\":\(1_795_478_400_000 + Int64(i)),\"token\":\"bench-rev-\(id)\",\"reason\":\"bench\"}\n"
-            if (try? socket.write(Frame(.batch, id: UInt64(i), text: line).encoded)) == nil { return i }
+            let frame = Frame(.batch, id: UInt64(i), text: line).encoded
+            latencies.lock.withLock { latencies.sentAt[id] = min(due, monotonicNanoseconds()) }
+            if (try? socket.write(frame)) == nil { return i }
         }
         usleep(50_000)
         return count
@@ -280,7 +313,7 @@ enum ServerBench {
         guard let listener = try? Socket.listen(Endpoint(host: "127.0.0.1", port: 0)) else { return 1 }
         let port = listener.localPort
         let done = DispatchSemaphore(value: 0)
-        startThread {
+        startThread(name: "tl-bench-sink") {
             guard let (s, _) = (try? listener.accept(timeoutMs: 5000)) ?? nil else { done.signal(); return }
             var buffer = [UInt8](repeating: 0, count: 1 << 18)
             while ((try? buffer.withUnsafeMutableBytes { try s.read(into: $0) }) ?? 0) > 0 {}

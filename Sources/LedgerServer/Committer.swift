@@ -50,6 +50,8 @@ final class Committer: @unchecked Sendable {
         var eventCount: Int
         /// The events themselves, in order, for subscribers and the live projection.
         var events: [EventBatch]
+        /// When its frame was whole in memory (0: not a framed batch), for `StageTimes`.
+        var receivedNs: UInt64 = 0
         var completion: @Sendable (Result<Committed, StorageError>) -> Void
         /// Runs on the committer thread with nothing else appending (an admin rollback); it
         /// may append with `appendNow`.
@@ -73,13 +75,23 @@ final class Committer: @unchecked Sendable {
     /// first seq, the events in order, their blocks. Must not block.
     var onDurable: ((UInt64, [EventBatch], [BlockLocation]) -> Void)?
 
-    init(log: SegmentLog, queueEventsMax: Int) {
+    let stageTimes: StageTimes?
+    let schedulerHints: Bool
+
+    init(log: SegmentLog, queueEventsMax: Int, stageTimes: StageTimes? = nil, schedulerHints: Bool = true) {
         self.log = log
         self.queueEventsMax = queueEventsMax
+        self.stageTimes = stageTimes
+        self.schedulerHints = schedulerHints
     }
 
     func start() {
-        startThread { [self] in run() }
+        startThread(name: "tl-commit") { [self] in
+            // Every acknowledgement waits for this thread: after each wake-up (a submission, an
+            // fsync done) it should run at once, not after a connection thread's slice.
+            if schedulerHints { requestShortSlices() }
+            run()
+        }
     }
 
     /// Queues blocks for the next commit, waiting while the queue is full.
@@ -164,9 +176,11 @@ final class Committer: @unchecked Sendable {
         for s in taken { blocks.append(contentsOf: s.blocks) }
         do {
             let result = try log.append(encoded: blocks)
+            let durableNs = monotonicNanoseconds()
             if let onDurable {
                 onDurable(result.firstSeq, taken.flatMap(\.events), Array(log.blocks.suffix(blocks.count)))
             }
+            let publishedNs = monotonicNanoseconds()
             // Each submission is whole blocks, so the chain hash after it is a block's.
             var seq = result.firstSeq
             var blockIndex = log.blocks.count - blocks.count
@@ -176,6 +190,10 @@ final class Committer: @unchecked Sendable {
                 blockIndex += s.blocks.count
                 let hash = log.blocks[blockIndex - 1].header.chainHash
                 s.completion(.success(Committed(firstSeq: first, lastSeq: seq - 1, chainHash: hash)))
+                if let stageTimes, s.receivedNs != 0 {
+                    stageTimes.record(.init(events: s.eventCount, parse: s.submittedNs &- s.receivedNs, queued: start &- s.submittedNs,
+                                            commit: durableNs - start, publish: publishedNs - durableNs, reply: monotonicNanoseconds() - publishedNs))
+                }
             }
             onCommit?(blocks.reduce(0) { $0 + $1.eventCount }, monotonicNanoseconds() - start)
             let now = monotonicNanoseconds()

@@ -40,6 +40,11 @@ public struct ServerOptions: Sendable {
     public var adminKeyDigest: Digest32?
     /// The HTTP read side (`serve --http`, HTTPAPI.swift); off when nil.
     public var http: HTTPAPIOptions?
+    /// Ask the kernel to run the committer promptly after each wake-up (short EEVDF slices,
+    /// Linux 6.12+; ignored elsewhere). `bench server --no-scheduler-hints` measures without.
+    public var schedulerHints = true
+    /// Records each framed batch's time per stage (`bench server`); nil in `serve`.
+    public var stageTimes: StageTimes?
     public init() {}
 }
 
@@ -77,7 +82,7 @@ public final class LedgerServer: @unchecked Sendable {
         self.log = log
         self.options = options
         self.logger = logger
-        self.committer = Committer(log: log, queueEventsMax: options.queueEventsMax)
+        self.committer = Committer(log: log, queueEventsMax: options.queueEventsMax, stageTimes: options.stageTimes, schedulerHints: options.schedulerHints)
         self.hub = SubscriptionHub(log: log)
     }
 
@@ -120,7 +125,7 @@ public final class LedgerServer: @unchecked Sendable {
         }
         committer.onCommit = { [weak self] events, _ in self?.update { $0.eventsCommitted += events } }
         committer.start()
-        startThread { [self] in acceptLoop(l) }
+        startThread(name: "tl-accept") { [self] in acceptLoop(l) }
         if let h = options.http { http = try startHTTP(h) }
     }
 
@@ -151,7 +156,7 @@ public final class LedgerServer: @unchecked Sendable {
                 logger("refused \(peer): \(options.connectionsMax) connections open")
                 continue
             }
-            startThread { [self] in
+            startThread(name: "tl-conn-read") { [self] in
                 serve(socket, peer: peer)
                 socket.close()
                 state.mutex.locked {
@@ -376,7 +381,7 @@ final class FramedConnection: @unchecked Sendable {
 
     func run(initial: [UInt8]) {
         do { try socket.write(Frame.preface) } catch { return }
-        startThread { [self] in writeLoop() }
+        startThread(name: "tl-conn-write") { [self] in writeLoop() }
         var parser = FrameParser(payloadBytesMax: server.options.framePayloadBytesMax)
         parser.feed(initial)
         var stopBudget: Int?
@@ -533,6 +538,7 @@ final class FramedConnection: @unchecked Sendable {
     /// A batch the client encoded itself (the canonical block payload of FORMAT.md): decoded in
     /// full and held to the same rules as NDJSON input before it is stored as given.
     private func handleBinaryBatch(_ frame: Frame, slot: Int) {
+        let receivedNs = monotonicNanoseconds()
         var decoded: DecodedBlock?
         var block: EncodedBlock?
         var failure: String?
@@ -543,12 +549,12 @@ final class FramedConnection: @unchecked Sendable {
             fill(slot, Frame(.nack, id: frame.id, text: json(["batch": String(frame.id), "error": failure ?? "not a batch"])).encoded)
             return
         }
-        submit([block], events: [.block(d)], frameID: frame.id, slot: slot)
+        submit([block], events: [.block(d)], frameID: frame.id, slot: slot, receivedNs: receivedNs)
     }
 
-    private func submit(_ blocks: [EncodedBlock], events: [EventBatch], frameID id: UInt64, slot: Int) {
+    private func submit(_ blocks: [EncodedBlock], events: [EventBatch], frameID id: UInt64, slot: Int, receivedNs: UInt64 = 0) {
         let count = events.reduce(0) { $0 + $1.count }
-        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: count, events: events, completion: { [self] result in
+        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: count, events: events, receivedNs: receivedNs, completion: { [self] result in
             switch result {
             case let .success(c):
                 server.update { $0.batchesAcknowledged += 1 }
@@ -564,6 +570,7 @@ final class FramedConnection: @unchecked Sendable {
     }
 
     private func handleBatch(_ frame: Frame, slot: Int) {
+        let receivedNs = monotonicNanoseconds()
         // Each event goes into its block as soon as it is parsed: no array of events is held.
         var builder = BlockBuilder(blockEventsMax: server.options.blockEventsMax)
         var failure: String?
@@ -602,7 +609,7 @@ final class FramedConnection: @unchecked Sendable {
             fill(slot, Frame(.nack, id: frame.id, text: json(["batch": String(frame.id), "error": failure])).encoded)
             return
         }
-        submit(blocks, events: decoded.map { .block($0) }, frameID: frame.id, slot: slot)
+        submit(blocks, events: decoded.map { .block($0) }, frameID: frame.id, slot: slot, receivedNs: receivedNs)
     }
 
     /// An admin rollback (PROTOCOL.md "Admin: rollback"), run between commits so the plan and

@@ -1,5 +1,6 @@
 // The one file that calls the BSD socket API. Every return code is checked; failures become
 // `SocketError` naming the call and errno. Blocking sockets, one thread per direction.
+import CThreads
 import Glibc
 
 public struct SocketError: Error, Sendable, CustomStringConvertible {
@@ -219,19 +220,33 @@ public final class Condition: @unchecked Sendable {
 }
 
 /// Starts a detached thread with a large enough stack.
-public func startThread(_ body: @escaping @Sendable () -> Void) {
-    final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+/// Starts a detached thread named `name` (at most 15 bytes: what `top -H`, `ps -L` and perf
+/// show, so an operator can tell the committer from a connection's reader).
+public func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
+    final class Box {
+        let name: String
+        let body: @Sendable () -> Void
+        init(_ n: String, _ b: @escaping @Sendable () -> Void) { name = n; body = b }
+    }
     var attr = pthread_attr_t()
     pthread_attr_init(&attr)
     pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
     pthread_attr_setstacksize(&attr, 1 << 20)
     var thread = pthread_t()
-    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    let box = Unmanaged.passRetained(Box(String(name.utf8.prefix(15))!, body)).toOpaque()
     let r = pthread_create(&thread, &attr, { arg in
         let b = Unmanaged<AnyObject>.fromOpaque(arg!).takeRetainedValue() as! Box
+        _ = tl_thread_set_name(b.name)
         b.body()
         return nil
     }, box)
     pthread_attr_destroy(&attr)
     precondition(r == 0, "pthread_create failed: \(r)")
+}
+
+/// Asks for short scheduler slices for the calling thread (see `tl_thread_request_slice`):
+/// for threads on the acknowledgement path, which run briefly after each wake-up and should
+/// not wait behind a connection thread parsing a large batch. A no-op where unsupported.
+public func requestShortSlices(microseconds: UInt64 = 100) {
+    _ = tl_thread_request_slice(microseconds * 1000)
 }

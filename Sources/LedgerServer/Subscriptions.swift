@@ -230,7 +230,7 @@ final class LiveProjection: @unchecked Sendable {
 
     init(_ projection: Projection) {
         self.projection = projection
-        startThread { [self] in run() }
+        startThread(name: "tl-project") { [self] in run() }
     }
 
     /// From the committer thread; never blocks for long.

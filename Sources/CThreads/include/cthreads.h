@@ -1,0 +1,20 @@
+// Thread controls Swift's Glibc module does not reach: sched_setattr has no glibc wrapper
+// (only syscall(2), which is variadic), and pthread_setname_np needs _GNU_SOURCE.
+#ifndef TOKENLEDGER_CTHREADS_H
+#define TOKENLEDGER_CTHREADS_H
+
+#include <stdint.h>
+
+/// Asks the scheduler (EEVDF, Linux 6.12 and later) for time slices of `nanoseconds` for the
+/// calling thread, keeping its policy and nice value: a thread that runs briefly after each
+/// wake-up then preempts long-running ones sooner. Returns 0, or an errno value (ENOSYS,
+/// EINVAL on kernels without custom slices); the caller treats failure as "no hint".
+int tl_thread_request_slice(uint64_t nanoseconds);
+
+/// The calling thread's requested slice in nanoseconds (0: the default), or -errno.
+int64_t tl_thread_slice(void);
+
+/// Names the calling thread (15 bytes at most, as `top -H` and perf show it).
+int tl_thread_set_name(const char *name);
+
+#endif

@@ -1,0 +1,54 @@
+#define _GNU_SOURCE
+#include "cthreads.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+// The kernel's struct sched_attr (include/uapi/linux/sched/types.h), declared here because
+// Debian 12's headers predate it in <sched.h>.
+struct tl_sched_attr {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime;
+    uint64_t sched_deadline;
+    uint64_t sched_period;
+    uint32_t sched_util_min;
+    uint32_t sched_util_max;
+};
+
+#ifndef SYS_sched_setattr
+#define SYS_sched_setattr 314
+#endif
+#ifndef SYS_sched_getattr
+#define SYS_sched_getattr 315
+#endif
+
+int tl_thread_request_slice(uint64_t nanoseconds) {
+    struct tl_sched_attr attr;
+    memset(&attr, 0, sizeof attr);
+    if (syscall(SYS_sched_getattr, 0, &attr, (unsigned)sizeof attr, 0) != 0) return errno;
+    if (attr.sched_policy != SCHED_OTHER) return EINVAL;
+    attr.size = sizeof attr;
+    attr.sched_flags = 0;
+    attr.sched_runtime = nanoseconds;
+    if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0) return errno;
+    return 0;
+}
+
+int64_t tl_thread_slice(void) {
+    struct tl_sched_attr attr;
+    memset(&attr, 0, sizeof attr);
+    if (syscall(SYS_sched_getattr, 0, &attr, (unsigned)sizeof attr, 0) != 0) return -(int64_t)errno;
+    return (int64_t)attr.sched_runtime;
+}
+
+int tl_thread_set_name(const char *name) {
+    return pthread_setname_np(pthread_self(), name);
+}
