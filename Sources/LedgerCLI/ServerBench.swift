@@ -128,7 +128,7 @@ enum ServerBench {
             let latencies = Latencies()
             let subscribed = DispatchSemaphore(value: 0)
             let stopSubscriber = Flag()
-            spawn(group) { subscriber(port: port, latencies: latencies, ready: subscribed, stop: stopSubscriber) }
+            spawn(group) { subscriber(port: port, latencies: latencies, ready: subscribed, stop: stopSubscriber, shortSlices: schedulerHints) }
             subscribed.wait()
             // Each connection offers rate × T batches, going round the workload as often as
             // that takes (the ledger then holds repeats; the load is the same).
@@ -136,7 +136,8 @@ enum ServerBench {
             for c in 0..<connections {
                 let mine = (0..<durationBatches).map { small[(c * durationBatches + $0) % small.count] }
                 spawn(group) {
-                    let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate, arrivalSeed: seed &* 31 &+ UInt64(c))
+                    let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate, arrivalSeed: seed &* 31 &+ UInt64(c),
+                                           shortSlices: schedulerHints)
                     latencies.addAcks(l)
                 }
             }
@@ -217,7 +218,7 @@ enum ServerBench {
     /// (exponential gaps drawn from `arrivalSeed`), as independent gateways would send them;
     /// clients pacing in lockstep would instead offer every connection's batch at once.
     static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, arrivalSeed: UInt64 = 0,
-                             type: FrameType = .batch) -> [Double] {
+                             type: FrameType = .batch, shortSlices: Bool = false) -> [Double] {
         guard let client = try? FramedClient(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
         let socket = client.socket
         defer { client.close() }
@@ -227,6 +228,9 @@ enum ServerBench {
         nonisolated(unsafe) var latencies = [Double]()
         let done = DispatchSemaphore(value: 0)
         startThread(name: "tl-bench-acks") {
+            // The threads that take the timestamps ask for short slices too, so what they
+            // measure is the server, not their own wait for a core (clients would be elsewhere).
+            if shortSlices { requestShortSlices() }
             var received = 0
             while received < batches.count, let f = try? client.next() {
                 let now = monotonicNanoseconds()
@@ -268,7 +272,8 @@ enum ServerBench {
         socket.close()
     }
 
-    static func subscriber(port: UInt16, latencies: Latencies, ready: DispatchSemaphore, stop: Flag) {
+    static func subscriber(port: UInt16, latencies: Latencies, ready: DispatchSemaphore, stop: Flag, shortSlices: Bool) {
+        if shortSlices { requestShortSlices() }
         guard let client = try? FramedClient(Endpoint(host: "127.0.0.1", port: port), first: [Frame(.subscribe, id: 1, text: #"{"types":["revoked"]}"#)]) else {
             ready.signal()
             return
