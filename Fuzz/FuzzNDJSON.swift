@@ -5,7 +5,10 @@
 // - framing does not depend on chunking (all at once vs. chunk sizes drawn from the input);
 // - a decoded event re-encodes (NDJSONEncoder) to a line that decodes to an equal event;
 // - no decoded token or parent still needs fingerprinting, and every field is within the limits;
-// - an in-range timestamp formats as RFC 3339 and parses back to itself.
+// - an in-range timestamp formats as RFC 3339 and parses back to itself;
+// - the direct path the server takes (`decode(line:lineNumber:into:gateway:)`, bytes straight
+//   into a block encoder) agrees with decode-then-append: the same refusal text, and the same
+//   payload bytes and decoded columns for what it keeps, with and without a gateway.
 // A violated property calls fatalError, which libFuzzer reports as a crash with the input saved.
 
 import LedgerModel
@@ -17,6 +20,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     FuzzNDJSON.decodeEveryLine(input)
     // The whole input as one line too, so '\n' and '\r' also land inside values and keys.
     FuzzNDJSON.checkDecode(input, lineNumber: 1)
+    FuzzNDJSON.checkDirectPath(input)
     return 0
 }
 
@@ -82,6 +86,57 @@ enum FuzzNDJSON {
             if case .line(let number, let bytes) = result {
                 bytes.withUnsafeBytes { checkDecode($0, lineNumber: number) }
             }
+        }
+    }
+
+    /// Every line of the input, and the whole input as one line, through both paths into one
+    /// block each (so strings repeat across lines and the encoder's caches are exercised).
+    static func checkDirectPath(_ input: UnsafeRawBufferPointer) {
+        var lines: [[UInt8]] = [Array(input)]
+        var framer = LineFramer()
+        framer.append(input)
+        framer.finish()
+        while let result = framer.nextLine() {
+            if case .line(_, let bytes) = result { lines.append(Array(bytes)) }
+        }
+        for gateway in [nil, "gw-a"] as [String?] {
+            var viaEvents = BlockPayloadEncoder(expectedEvents: 16)
+            var direct = BlockPayloadEncoder(expectedEvents: 16, keepColumns: true)
+            for (n, bytes) in lines.enumerated() {
+                var expected: Result<Event, EventDecodeError>
+                do throws(EventDecodeError) {
+                    var e = try decoder.decode(line: bytes, lineNumber: n + 1)
+                    if let gateway {
+                        if e.gateway == nil { e.gateway = gateway }
+                        if e.gateway != gateway { throw EventDecodeError(line: n + 1, reason: "gateway") }
+                    }
+                    if let problem = BlockPayloadEncoder.unencodable(e) { throw EventDecodeError(line: n + 1, reason: problem) }
+                    expected = .success(e)
+                } catch {
+                    expected = .failure(error)
+                }
+                let got: Result<EventType, EventDecodeError> = bytes.withUnsafeBytes { raw in
+                    Result { () throws(EventDecodeError) in try decoder.decode(line: raw, lineNumber: n + 1, into: &direct, gateway: gateway) }
+                }
+                switch (expected, got) {
+                case let (.success(e), .success(type)):
+                    if e.type != type { fatalError("direct path: type \(type), decode: \(e.type)") }
+                    viaEvents.append(e)
+                case let (.failure(a), .failure(b)):
+                    // Gateway refusals are worded by each caller; every other error is the decoder's.
+                    if a.reason != "gateway" && a.description != b.description {
+                        fatalError("direct path refused with \"\(b)\", decode with \"\(a)\"")
+                    }
+                default:
+                    fatalError("direct path and decode disagree on line \(n + 1) (gateway \(gateway ?? "none")): \(expected) vs \(got)")
+                }
+                if viaEvents.count != direct.count { fatalError("a refused line left something in the encoder") }
+            }
+            guard direct.count > 0 else { continue }
+            let payload = direct.finish()
+            if payload != viaEvents.finish() { fatalError("direct path payload differs from decode-then-append") }
+            guard let decoded = try? BlockPayloadDecoder.decode(payload) else { fatalError("direct path payload does not decode") }
+            if direct.decodedBlock().events != decoded.events { fatalError("decodedBlock() differs from the payload") }
         }
     }
 

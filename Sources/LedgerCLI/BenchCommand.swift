@@ -14,6 +14,7 @@ enum BenchCommand {
            tokenledger bench projections --help   (state rebuild, snapshots, rollback plan)
            tokenledger bench server --help        (TCP ingest, ack and subscription latency)
            tokenledger bench index --help         (token index: build, size, one token's events)
+           tokenledger bench parse --help         (NDJSON ingest hot path on one core, vs LZ4 and memchr)
 
     Generates a workload (as 'tokenledger gen'), then measures, R times each, with medians:
       append-ndjson   NDJSON lines -> ledger (parse, fingerprint, encode, LZ4, SHA-256, fsync)
@@ -45,6 +46,7 @@ enum BenchCommand {
         if arguments.first == "projections" { return try ProjectionBench.run(Array(arguments.dropFirst())) }
         if arguments.first == "server" { return try ServerBench.run(Array(arguments.dropFirst())) }
         if arguments.first == "index" { return try IndexBench.run(Array(arguments.dropFirst())) }
+        if arguments.first == "parse" { return try ParseBench.run(Array(arguments.dropFirst())) }
         let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "dir", "fsync"], flags: ["keep"]), command: "bench")
         let events = Int(try args.int("events", range: 1000...1_000_000_000) ?? 10_000_000)
         let runs = Int(try args.int("runs", range: 1...50) ?? 3)

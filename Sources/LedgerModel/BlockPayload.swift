@@ -106,16 +106,79 @@ enum StringKind {
     static let base64URL128: UInt8 = 3    // 22 canonical base64url chars -> 16 bytes
 }
 
-/// Builds the payload of one block. Feed events in sequence order, then `finish()`.
-public struct BlockPayloadEncoder {
-    private var interner: StringInterner
-    private var lastWords = [StringRepresentation](repeating: .none, count: StringField.count + 1)
-    private var lastIDs = [UInt32](repeating: UInt32.max, count: StringField.count + 1)
-    private let streams: StreamBuffers
+/// The encoder's per-block state, all in raw memory reached through one pointer: the hot loop
+/// then has no array uniqueness or bounds checks, no retains and no exclusivity checks (the
+/// state is not a class property). `EncoderStorage` owns it.
+struct EncoderState {
+    var interner: StringInterner
+    /// Per string field (and attrs, at `StringField.count`): the last string number it used.
+    var lastIDs: UnsafeMutablePointer<UInt32>
     /// Per event, the reference of each string field (UInt32.max when absent).
-    private var refs: [UInt32] = []
+    var refs: RawVec<UInt32>
     /// Per string id: the last event (index + 1, 0 = none) whose token was that string.
-    private var lastEventOfToken: [Int32] = []
+    var lastEventOfToken: RawVec<Int32>
+    var streams: UnsafeMutablePointer<RawVec<UInt8>>
+    /// The columns of a `DecodedBlock`, kept as events are appended when asked for, so a server
+    /// can hand its projection and subscribers the block it just encoded without decoding it
+    /// again or holding an `Event` per event.
+    let keepColumns: Bool
+    var types: RawVec<UInt8>
+    var ts: RawVec<Int64>
+    var presence: RawVec<UInt32>
+    var exp: RawVec<Int64>
+    var status: RawVec<Int32>
+    var weight: RawVec<Int32>
+    var attrStart: RawVec<UInt32>
+    var attrRefs: RawVec<UInt32>
+
+    init(expectedEvents: Int, keepColumns: Bool) {
+        interner = StringInterner(capacity: max(64, expectedEvents / 2))
+        lastIDs = .allocate(capacity: StringField.count + 1)
+        lastIDs.initialize(repeating: UInt32.max, count: StringField.count + 1)
+        refs = RawVec(capacity: expectedEvents * StringField.count)
+        lastEventOfToken = RawVec(capacity: max(64, expectedEvents / 2))
+        streams = .allocate(capacity: PayloadStream.count)
+        for i in 0..<PayloadStream.count { (streams + i).initialize(to: RawVec(capacity: max(64, expectedEvents))) }
+        self.keepColumns = keepColumns
+        let c = keepColumns ? expectedEvents : 0
+        types = RawVec(capacity: c); ts = RawVec(capacity: c); presence = RawVec(capacity: c); exp = RawVec(capacity: c)
+        status = RawVec(capacity: c); weight = RawVec(capacity: c); attrStart = RawVec(capacity: c + 1); attrRefs = RawVec(capacity: 0)
+        if keepColumns { attrStart.append(0) }
+    }
+
+    func deallocate() {
+        interner.deallocate()
+        lastIDs.deallocate()
+        refs.deallocate()
+        lastEventOfToken.deallocate()
+        for i in 0..<PayloadStream.count { streams[i].deallocate() }
+        streams.deallocate()
+        types.deallocate(); ts.deallocate(); presence.deallocate(); exp.deallocate()
+        status.deallocate(); weight.deallocate(); attrStart.deallocate(); attrRefs.deallocate()
+    }
+}
+
+final class EncoderStorage {
+    let state: UnsafeMutablePointer<EncoderState>
+
+    init(expectedEvents: Int, keepColumns: Bool) {
+        state = .allocate(capacity: 1)
+        state.initialize(to: EncoderState(expectedEvents: expectedEvents, keepColumns: keepColumns))
+    }
+
+    deinit {
+        state.pointee.deallocate()
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+}
+
+/// Builds the payload of one block. Feed events in sequence order, then `finish()`.
+/// Copies of an encoder share its block state (as they always shared its streams): keep one.
+public struct BlockPayloadEncoder {
+    private let storage: EncoderStorage
+    /// `storage.state`, kept here so the hot path never touches the class.
+    private let s: UnsafeMutablePointer<EncoderState>
     private var previousTs: Int64 = 0
     public private(set) var count = 0
     public private(set) var minTs: Int64 = .max
@@ -124,163 +187,200 @@ public struct BlockPayloadEncoder {
     /// (nil when every event is encodable).
     public private(set) var invalidEvent: String?
 
-    /// The columns of a `DecodedBlock`, kept as events are appended when asked for, so a server
-    /// can hand its projection and subscribers the block it just encoded without decoding it
-    /// again or holding an `Event` per event.
-    private var columns: Columns?
-    private struct Columns {
-        var types: [EventType] = []
-        var ts: [Int64] = []
-        var presence: [UInt32] = []
-        var exp: [Int64] = []
-        var status: [Int32] = []
-        var weight: [Int32] = []
-        var attrStart: [UInt32] = [0]
-        var attrRefs: [UInt32] = []
-
-        init(capacity: Int) {
-            types.reserveCapacity(capacity); ts.reserveCapacity(capacity); presence.reserveCapacity(capacity)
-            exp.reserveCapacity(capacity); status.reserveCapacity(capacity); weight.reserveCapacity(capacity)
-            attrStart.reserveCapacity(capacity + 1)
-        }
-    }
-
     /// - Parameter keepColumns: also build the `DecodedBlock` of these events (`decodedBlock()`).
     public init(expectedEvents: Int = 4096, keepColumns: Bool = false) {
-        interner = StringInterner(capacity: max(64, expectedEvents / 2))
-        streams = StreamBuffers(streams: PayloadStream.count, initialCapacity: expectedEvents)
-        refs.reserveCapacity(expectedEvents * StringField.count)
-        if keepColumns { columns = Columns(capacity: expectedEvents) }
+        storage = EncoderStorage(expectedEvents: max(1, expectedEvents), keepColumns: keepColumns)
+        s = storage.state
     }
 
     /// The events appended so far as a decoded block: equal to decoding `finish()`'s payload.
     /// Only for an encoder made with `keepColumns`.
     public func decodedBlock() -> DecodedBlock {
-        guard let c = columns else { preconditionFailure("decodedBlock() needs an encoder made with keepColumns") }
-        return DecodedBlock(count: count, strings: interner.strings, types: c.types, ts: c.ts, presence: c.presence, refs: refs,
-                            exp: c.exp, status: c.status, weight: c.weight, attrStart: c.attrStart, attrRefs: c.attrRefs)
+        let c = s.pointee
+        guard c.keepColumns else { preconditionFailure("decodedBlock() needs an encoder made with keepColumns") }
+        let types = UnsafeBufferPointer(start: c.types.base, count: c.types.count).map { EventType(rawValue: $0) ?? .validated }
+        return withExtendedLifetime(storage) {
+            DecodedBlock(count: count, strings: c.interner.strings, types: types, ts: c.ts.array, presence: c.presence.array,
+                         refs: c.refs.array, exp: c.exp.array, status: c.status.array, weight: c.weight.array,
+                         attrStart: c.attrStart.array, attrRefs: c.attrRefs.array)
+        }
     }
 
-    @inline(__always) private mutating func intern(_ value: String, field: Int) -> UInt32 {
-        // A field usually repeats a recent value. The cache holds the raw words of the string the
-        // interner stores (alive as long as this encoder), so equal words are the same string:
-        // a small string by content, a large one by identity. No hashing, no retain.
-        let words = StringRepresentation(value)
-        let cachedID = lastIDs[field]
-        if cachedID != UInt32.max && words == lastWords[field] { return cachedID }
-        let (id, isNew) = interner.intern(value)
-        if isNew { lastEventOfToken.append(0) }
-        lastWords[field] = interner.representations[Int(id)]
-        lastIDs[field] = id
+    /// The number of `n` bytes at `p` in the string table. A field usually repeats a recent
+    /// value, so the field's last string is checked before hashing.
+    @inline(__always) private func intern(_ p: UnsafeRawPointer, _ n: Int, field: Int) -> UInt32 {
+        let st = s
+        let cachedID = st.pointee.lastIDs[field]
+        if cachedID != UInt32.max && st.pointee.interner.bytesEqual(Int(cachedID), p, n) { return cachedID }
+        let (id, isNew) = st.pointee.interner.intern(p, n)
+        if isNew { st.pointee.lastEventOfToken.append(0) }
+        st.pointee.lastIDs[field] = id
         return id
     }
 
-    /// `intern` for a value still in the NDJSON line (see `NDJSONDecoder.decode(line:lineNumber:into:gateway:)`).
-    @inline(__always) private mutating func intern(bytes: UnsafeRawBufferPointer, field: Int) -> UInt32 {
-        let cachedID = lastIDs[field]
-        if cachedID != UInt32.max && interner.bytesEqual(Int(cachedID), bytes) { return cachedID }
-        let (id, isNew) = interner.intern(bytes: bytes)
-        if isNew { lastEventOfToken.append(0) }
-        lastWords[field] = interner.representations[Int(id)]
-        lastIDs[field] = id
-        return id
+    @inline(__always) private func intern(_ value: String, field: Int) -> UInt32 {
+        if let id = value.utf8.withContiguousStorageIfAvailable({ u in
+            intern(UnsafeRawPointer(u.baseAddress ?? UnsafePointer(bitPattern: 1)!), u.count, field: field)
+        }) { return id }
+        var copy = value
+        return copy.withUTF8 { u in intern(UnsafeRawPointer(u.baseAddress ?? UnsafePointer(bitPattern: 1)!), u.count, field: field) }
     }
 
-    @inline(__always) private mutating func field(_ f: Int, _ value: String?, _ presence: inout UInt32, _ line: UnsafePointer<UInt8>?, _ slots: UnsafePointer<Int>?) {
-        if let slots, let line, slots[2 &* f &+ 1] >= 0 {
+    /// The bytes of slot f (see `append(_:slots:slotBits:eventHasStrings:)`).
+    @inline(__always) private func slot(_ slots: UnsafePointer<Int>, _ f: Int) -> UInt32 {
+        let n = slots[2 &* f &+ 1]
+        guard n > 0, let p = UnsafeRawPointer(bitPattern: slots[2 &* f]) else { return intern(UnsafeRawPointer(bitPattern: 1)!, 0, field: f) }
+        return intern(p, n, field: f)
+    }
+
+    /// String field f of an event that may hold Strings: the slot's bytes when `slotBits` has
+    /// bit f, otherwise the event's own value.
+    @inline(__always) private func field(_ f: Int, _ value: String?, _ r: UnsafeMutablePointer<UInt32>, _ presence: inout UInt32,
+                                         _ slots: UnsafePointer<Int>?, _ slotBits: UInt32) {
+        if slotBits & (1 << UInt32(f)) != 0, let slots {
             presence |= 1 << UInt32(f)
-            refs.append(intern(bytes: UnsafeRawBufferPointer(start: line + slots[2 &* f], count: slots[2 &* f &+ 1]), field: f))
+            r[f] = slot(slots, f)
         } else if let value {
             presence |= 1 << UInt32(f)
-            refs.append(intern(value, field: f))
+            r[f] = intern(value, field: f)
         } else {
-            refs.append(UInt32.max)
+            r[f] = UInt32.max
         }
+    }
+
+    /// The direct path's strings: the fields of `bits`, all in their slots. Its own function so
+    /// that the lookups are inlined into this loop (the inliner gives up inside `append`).
+    @inline(never)
+    private func internSlots(_ r: UnsafeMutablePointer<UInt32>, _ slots: UnsafePointer<Int>, _ bits: UInt32) {
+        var bits = bits
+        while bits != 0 {
+            let f = bits.trailingZeroBitCount
+            bits &= bits &- 1
+            r[f] = slot(slots, f)
+        }
+    }
+
+    /// The string fields of an event that may hold Strings (kept out of line: the direct path's
+    /// loop is the hot one). - Returns: their presence bits.
+    @inline(never)
+    private func stringFields(_ e: UnsafePointer<Event>, _ r: UnsafeMutablePointer<UInt32>, _ slots: UnsafePointer<Int>?, _ slotBits: UInt32) -> UInt32 {
+        var presence: UInt32 = 0
+        // Unrolled in StringField order: a switch per field showed up in profiles.
+        field(0, e.pointee.token, r, &presence, slots, slotBits); field(1, e.pointee.tokenType, r, &presence, slots, slotBits)
+        field(2, e.pointee.sub, r, &presence, slots, slotBits); field(3, e.pointee.clientID, r, &presence, slots, slotBits)
+        field(4, e.pointee.iss, r, &presence, slots, slotBits); field(5, e.pointee.aud, r, &presence, slots, slotBits)
+        field(6, e.pointee.scope, r, &presence, slots, slotBits); field(7, e.pointee.parent, r, &presence, slots, slotBits)
+        field(8, e.pointee.gateway, r, &presence, slots, slotBits); field(9, e.pointee.release, r, &presence, slots, slotBits)
+        field(10, e.pointee.track, r, &presence, slots, slotBits); field(11, e.pointee.route, r, &presence, slots, slotBits)
+        field(12, e.pointee.method, r, &presence, slots, slotBits); field(13, e.pointee.clientIP, r, &presence, slots, slotBits)
+        field(14, e.pointee.requestID, r, &presence, slots, slotBits); field(15, e.pointee.reason, r, &presence, slots, slotBits)
+        field(16, e.pointee.marker, r, &presence, slots, slotBits)
+        return presence
     }
 
     public mutating func append(_ event: Event) {
-        withUnsafePointer(to: event) { append($0, line: nil, slots: nil) }
+        withUnsafePointer(to: event) { append($0, slots: nil, slotBits: 0, eventHasStrings: true) }
     }
 
-    /// Appends `event` whose string field f is, where `slots[2f + 1] >= 0`, the `slots[2f + 1]`
-    /// bytes of `line` at `slots[2f]` instead of the event's own value (the NDJSON decoder's
-    /// direct path: no String per field).
+    /// Appends `event` whose string field f is, where `slotBits` has bit f, the `slots[2f + 1]`
+    /// bytes at address `slots[2f]` instead of the event's own value (the NDJSON decoder's
+    /// direct path: no String per field; the bytes are the line's, valid UTF-8). Without `eventHasStrings` the event's string fields
+    /// are all nil and are not read.
     /// Takes the event by pointer: the direct path builds it in place and a copy (retaining
     /// every field) showed in profiles.
-    mutating func append(_ e: UnsafePointer<Event>, line: UnsafePointer<UInt8>?, slots: UnsafePointer<Int>?) {
+    mutating func append(_ e: UnsafePointer<Event>, slots: UnsafePointer<Int>?, slotBits: UInt32, eventHasStrings: Bool) {
+        let st = s
         let eventIndex = count
-        count += 1
-        minTs = min(minTs, e.pointee.ts)
-        maxTs = max(maxTs, e.pointee.ts)
-        streams.appendByte(PayloadStream.types, e.pointee.type.rawValue)
+        count &+= 1
+        let ts = e.pointee.ts
+        minTs = min(minTs, ts)
+        maxTs = max(maxTs, ts)
+        st.pointee.streams[PayloadStream.types].append(e.pointee.type.rawValue)
 
         var presence: UInt32 = 0
-        let base = refs.count
-        // Unrolled in StringField order: a switch per field showed up in profiles.
-        field(0, e.pointee.token, &presence, line, slots); field(1, e.pointee.tokenType, &presence, line, slots)
-        field(2, e.pointee.sub, &presence, line, slots); field(3, e.pointee.clientID, &presence, line, slots)
-        field(4, e.pointee.iss, &presence, line, slots); field(5, e.pointee.aud, &presence, line, slots)
-        field(6, e.pointee.scope, &presence, line, slots); field(7, e.pointee.parent, &presence, line, slots)
-        field(8, e.pointee.gateway, &presence, line, slots); field(9, e.pointee.release, &presence, line, slots)
-        field(10, e.pointee.track, &presence, line, slots); field(11, e.pointee.route, &presence, line, slots)
-        field(12, e.pointee.method, &presence, line, slots); field(13, e.pointee.clientIP, &presence, line, slots)
-        field(14, e.pointee.requestID, &presence, line, slots); field(15, e.pointee.reason, &presence, line, slots)
-        field(16, e.pointee.marker, &presence, line, slots)
+        let r = st.pointee.refs.reserve(StringField.count)
+        st.pointee.refs.count &+= StringField.count
+        if eventHasStrings || slots == nil {
+            presence = stringFields(e, r, slots, slotBits)
+        } else if let slots {
+            // Every string is in the line: only the present fields are visited, in field order
+            // (string numbers are given in first-use order).
+            UnsafeMutableRawPointer(r).initializeMemory(as: UInt8.self, repeating: 0xFF, count: StringField.count * 4)
+            presence = slotBits & (1 << UInt32(StringField.count) - 1)
+            internSlots(r, slots, presence)
+        }
         if e.pointee.exp != nil { presence |= PresenceBit.exp }
         if e.pointee.status != nil { presence |= PresenceBit.status }
         if e.pointee.weight != nil { presence |= PresenceBit.weight }
-        if !e.pointee.attrs.isEmpty { presence |= PresenceBit.attrs }
-        streams.appendVarint(PayloadStream.presence, UInt64(presence))
+        let hasAttrs = eventHasStrings && !e.pointee.attrs.isEmpty
+        if hasAttrs { presence |= PresenceBit.attrs }
+        st.pointee.streams[PayloadStream.presence].appendVarint(UInt64(presence))
 
         var inherit: UInt32 = 0
-        let tokenRef = refs[base]
+        let tokenRef = r[0]
         if tokenRef != UInt32.max {
-            let previous = Int(lastEventOfToken[Int(tokenRef)]) - 1
+            let previous = Int(st.pointee.lastEventOfToken[Int(tokenRef)]) &- 1
             if previous >= 0 {
-                let previousBase = previous * StringField.count
-                for f in 1..<StringField.count where refs[base + f] != UInt32.max && refs[base + f] == refs[previousBase + f] {
-                    inherit |= 1 << UInt32(f)
+                let p = st.pointee.refs.base + previous &* StringField.count
+                var f = 1
+                while f < StringField.count {
+                    if r[f] != UInt32.max && r[f] == p[f] { inherit |= 1 << UInt32(f) }
+                    f &+= 1
                 }
-                streams.appendVarint(PayloadStream.inherit, UInt64(inherit))
+                st.pointee.streams[PayloadStream.inherit].appendVarint(UInt64(inherit))
             }
-            lastEventOfToken[Int(tokenRef)] = Int32(eventIndex + 1)
+            st.pointee.lastEventOfToken[Int(tokenRef)] = Int32(truncatingIfNeeded: eventIndex &+ 1)
         }
-        for f in 0..<StringField.count where refs[base + f] != UInt32.max && inherit & (1 << UInt32(f)) == 0 {
-            streams.appendVarint(PayloadStream.firstString + f, UInt64(refs[base + f]))
+        // Fields present and not inherited: presence bits minus inherit bits.
+        var written = presence & (1 << UInt32(StringField.count) - 1) & ~inherit
+        while written != 0 {
+            let f = written.trailingZeroBitCount
+            written &= written &- 1
+            st.pointee.streams[PayloadStream.firstString &+ f].appendVarint(UInt64(r[f]))
         }
 
-        streams.appendVarint(PayloadStream.ts, zigzag(e.pointee.ts &- previousTs))
-        previousTs = e.pointee.ts
-        if let exp = e.pointee.exp { streams.appendVarint(PayloadStream.exp, zigzag(exp &- e.pointee.ts)) }
-        if invalidEvent == nil { invalidEvent = BlockPayloadEncoder.problem(e, index: eventIndex) }
-        if let status = e.pointee.status { streams.appendVarint(PayloadStream.status, UInt64(truncatingIfNeeded: status)) }
-        if let weight = e.pointee.weight { streams.appendVarint(PayloadStream.weight, UInt64(truncatingIfNeeded: weight)) }
-        if !e.pointee.attrs.isEmpty {
-            streams.appendVarint(PayloadStream.attrs, UInt64(e.pointee.attrs.count))
-            for key in e.pointee.attrs.keys.sorted(by: utf8Ascending) {
+        st.pointee.streams[PayloadStream.ts].appendVarint(zigzag(ts &- previousTs))
+        previousTs = ts
+        if let exp = e.pointee.exp { st.pointee.streams[PayloadStream.exp].appendVarint(zigzag(exp &- ts)) }
+        if invalidEvent == nil, let problem = BlockPayloadEncoder.problem(e, index: eventIndex) { invalidEvent = problem }
+        if let status = e.pointee.status { st.pointee.streams[PayloadStream.status].appendVarint(UInt64(truncatingIfNeeded: status)) }
+        if let weight = e.pointee.weight { st.pointee.streams[PayloadStream.weight].appendVarint(UInt64(truncatingIfNeeded: weight)) }
+        if hasAttrs {
+            let attrs = e.pointee.attrs
+            st.pointee.streams[PayloadStream.attrs].appendVarint(UInt64(attrs.count))
+            for key in attrs.keys.sorted(by: utf8Ascending) {
                 let k = intern(key, field: StringField.count)
-                let v = intern(e.pointee.attrs[key]!, field: StringField.count)
-                streams.appendVarint(PayloadStream.attrs, UInt64(k))
-                streams.appendVarint(PayloadStream.attrs, UInt64(v))
-                if columns != nil { columns!.attrRefs.append(k); columns!.attrRefs.append(v) }
+                let v = intern(attrs[key] ?? "", field: StringField.count)
+                st.pointee.streams[PayloadStream.attrs].appendVarint(UInt64(k))
+                st.pointee.streams[PayloadStream.attrs].appendVarint(UInt64(v))
+                if st.pointee.keepColumns { st.pointee.attrRefs.append(k); st.pointee.attrRefs.append(v) }
             }
         }
-        if columns != nil {
-            columns!.types.append(e.pointee.type)
-            columns!.ts.append(e.pointee.ts)
-            columns!.presence.append(presence)
+        if st.pointee.keepColumns {
+            st.pointee.types.append(e.pointee.type.rawValue)
+            st.pointee.ts.append(ts)
+            st.pointee.presence.append(presence)
             // Absent values are 0, as the decoder leaves them.
-            columns!.exp.append(e.pointee.exp ?? 0)
-            columns!.status.append(Int32(truncatingIfNeeded: e.pointee.status ?? 0))
-            columns!.weight.append(Int32(truncatingIfNeeded: e.pointee.weight ?? 0))
-            columns!.attrStart.append(UInt32(columns!.attrRefs.count))
+            st.pointee.exp.append(e.pointee.exp ?? 0)
+            st.pointee.status.append(Int32(truncatingIfNeeded: e.pointee.status ?? 0))
+            st.pointee.weight.append(Int32(truncatingIfNeeded: e.pointee.weight ?? 0))
+            st.pointee.attrStart.append(UInt32(truncatingIfNeeded: st.pointee.attrRefs.count))
         }
     }
 
     /// Why `event` cannot be stored in a block (a value the payload cannot hold), or nil.
     public static func unencodable(_ event: Event) -> String? { problem(event, index: 0).map { String($0.dropFirst("event 0: ".count)) } }
 
+    @inline(__always)
     static func problem(_ e: UnsafePointer<Event>, index: Int) -> String? {
+        if let status = e.pointee.status, status < 0 || status > PayloadLimits.statusMax { return problemText(e, index: index) }
+        if let weight = e.pointee.weight, weight < 0 || weight > PayloadLimits.weightMax { return problemText(e, index: index) }
+        if e.pointee.attrs.count > PayloadLimits.attrsPerEventMax { return problemText(e, index: index) }
+        return nil
+    }
+
+    @inline(never)
+    static func problemText(_ e: UnsafePointer<Event>, index: Int) -> String? {
         if let status = e.pointee.status, !(0...PayloadLimits.statusMax).contains(status) {
             return "event \(index): status \(status) is outside 0...\(PayloadLimits.statusMax)"
         }
@@ -299,35 +399,74 @@ public struct BlockPayloadEncoder {
 
     /// The finished payload bytes. The encoder is spent afterwards.
     public func finish() -> [UInt8] {
-        var out = [UInt8]()
-        var total = 16
-        for i in 0..<PayloadStream.count { total += streams.count(i) }
-        let strings = interner.strings
-        for s in strings { total += s.utf8.count + 2 }
-        out.reserveCapacity(total)
-        appendVarint(UInt64(count), to: &out)
-        appendVarint(UInt64(strings.count), to: &out)
-        for s in strings { BlockPayloadEncoder.appendString(s, to: &out) }
-        appendVarint(UInt64(PayloadStream.count), to: &out)
-        for i in 0..<PayloadStream.count { appendVarint(UInt64(streams.count(i)), to: &out) }
-        for i in 0..<PayloadStream.count { streams.append(stream: i, to: &out) }
-        return out
+        let c = s.pointee
+        let stringCount = c.interner.count
+        // An upper bound: varints of at most 10 bytes, each string at most kind + length + bytes.
+        var total = 40 + PayloadStream.count * 10
+        for i in 0..<PayloadStream.count { total += c.streams[i].count }
+        for id in 0..<stringCount { total += c.interner.bytes(id).count + 11 }
+        return withExtendedLifetime(storage) {
+            [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
+                let start = buffer.baseAddress!
+                var o = start
+                putVarint(UInt64(count), &o)
+                putVarint(UInt64(stringCount), &o)
+                for id in 0..<stringCount { BlockPayloadEncoder.putString(c.interner.bytes(id), &o) }
+                putVarint(UInt64(PayloadStream.count), &o)
+                for i in 0..<PayloadStream.count { putVarint(UInt64(c.streams[i].count), &o) }
+                for i in 0..<PayloadStream.count {
+                    let n = c.streams[i].count
+                    if n > 0 { o.update(from: c.streams[i].base, count: n) }
+                    o += n
+                }
+                initialized = o - start
+            }
+        }
+    }
+
+    @inline(__always) private func putVarint(_ value: UInt64, _ o: inout UnsafeMutablePointer<UInt8>) {
+        var v = value
+        while v >= 0x80 {
+            o.pointee = UInt8(truncatingIfNeeded: v) | 0x80
+            o += 1
+            v >>= 7
+        }
+        o.pointee = UInt8(truncatingIfNeeded: v)
+        o += 1
+    }
+
+    /// Writes one string table entry; `o` has room for kind + 10-byte length + the bytes.
+    @inline(__always) static func putString(_ bytes: UnsafeRawBufferPointer, _ o: inout UnsafeMutablePointer<UInt8>) {
+        let n = bytes.count
+        if n == 22, StringPacking.packBase64URL128(bytes, into: o + 1) {
+            o.pointee = StringKind.base64URL128; o += 17
+        } else if n == 36, StringPacking.packUUID(bytes, into: o + 1) {
+            o.pointee = StringKind.uuid; o += 17
+        } else if n == 71, StringPacking.packFingerprint(bytes, into: o + 1) {
+            o.pointee = StringKind.sha256Fingerprint; o += 33
+        } else {
+            o.pointee = StringKind.raw
+            o += 1
+            var v = UInt64(n)
+            while v >= 0x80 {
+                o.pointee = UInt8(truncatingIfNeeded: v) | 0x80
+                o += 1
+                v >>= 7
+            }
+            o.pointee = UInt8(truncatingIfNeeded: v)
+            o += 1
+            if n > 0 { UnsafeMutableRawPointer(o).copyMemory(from: bytes.baseAddress!, byteCount: n) }
+            o += n
+        }
     }
 
     static func appendString(_ value: String, to out: inout [UInt8]) {
         var copy = value
         copy.withUTF8 { u in
-            let bytes = UnsafeRawBufferPointer(u)
-            if let packed = StringPacking.uuid(bytes) {
-                out.append(StringKind.uuid); out.append(contentsOf: packed)
-            } else if let packed = StringPacking.fingerprint(bytes) {
-                out.append(StringKind.sha256Fingerprint); out.append(contentsOf: packed)
-            } else if let packed = StringPacking.base64URL128(bytes) {
-                out.append(StringKind.base64URL128); out.append(contentsOf: packed)
-            } else {
-                out.append(StringKind.raw)
-                appendVarint(UInt64(bytes.count), to: &out)
-                out.append(contentsOf: bytes)
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: u.count + 11) { buffer in
+                var o = buffer.baseAddress!
+                putString(UnsafeRawBufferPointer(u), &o)
+                out.append(contentsOf: UnsafeBufferPointer(start: buffer.baseAddress!, count: o - buffer.baseAddress!))
             }
         }
     }

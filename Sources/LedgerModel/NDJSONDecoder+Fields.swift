@@ -39,6 +39,17 @@ enum NDJSONField: UInt8, CaseIterable {
 
     @inline(__always) var bit: UInt32 { 1 &<< UInt32(rawValue) }
 
+    static let count: UInt8 = 23
+
+    /// The `StringField` number of one of the string fields (`stringFieldOf` without a table):
+    /// the string fields are in the same order, skipping exp (9) and status (16).
+    @inline(__always) var stringField: Int {
+        let r = Int(rawValue)
+        let f = r &- 2 &- (r > 9 ? 1 : 0) &- (r > 16 ? 1 : 0)
+        assert(f == Int(NDJSONField.stringFieldOf[r]), "stringField of \(name)")
+        return f
+    }
+
     /// The `StringField` number of each field by raw value (-1: not a string field).
     static let stringFieldOf: [Int8] = allCases.map { f -> Int8 in
         switch f {
@@ -62,6 +73,32 @@ enum NDJSONField: UInt8, CaseIterable {
         default: -1
         }
     }
+
+    /// A perfect hash of the field names' packed bytes (see `match(lo:hi:_:)`) into 64 slots,
+    /// found offline: one multiply and one compare instead of a switch whose branches the
+    /// processor cannot predict from key to key.
+    @inline(__always) static func slot(lo: UInt64, hi: UInt64) -> Int {
+        Int(truncatingIfNeeded: ((lo &+ hi &* 0x9E37_79B9_7F4A_7C15) &* 0x1792_1E6C_8B8E_8F4F) >> 58)
+    }
+
+    /// Per slot: the name's `lo`, then its `hi | rawValue << 56`; unused slots are 0, which no
+    /// key of 2 or more bytes packs to. Built from `name`, so it cannot disagree with `match`.
+    nonisolated(unsafe) static let keyTable: UnsafePointer<UInt64> = {
+        let table = UnsafeMutablePointer<UInt64>.allocate(capacity: 128)
+        table.initialize(repeating: 0, count: 128)
+        for field in allCases {
+            let bytes = Array(field.name.utf8)
+            var lo: UInt64 = 0, hi: UInt64 = 0
+            for (k, b) in bytes.enumerated() {
+                if k < 8 { lo |= UInt64(b) << UInt64(8 * k) } else { hi |= UInt64(b) << UInt64(8 * (k - 8)) }
+            }
+            let s = slot(lo: lo, hi: hi)
+            precondition(table[2 * s] == 0 && match(lo: lo, hi: hi, bytes.count) == field, "field name hash collides")
+            table[2 * s] = lo
+            table[2 * s + 1] = hi | UInt64(field.rawValue) << 56
+        }
+        return UnsafePointer(table)
+    }()
 
     /// String fields with no rule beyond the length limit.
     @inline(__always) static var plainStringBits: UInt32 {
@@ -155,11 +192,17 @@ extension NDJSONParser {
             while true {
                 guard i < end, p[i] == UInt8(ascii: "\"") else { throw expected("'\"' to start a field name", at: i) }
                 let keyOffset = i
-                let key = try scanString()
-                try expectColon()
-                var code = knownFieldCode(key)
-                if code == Self.needsSlowMatch { code = try knownFieldSlowly(key)?.rawValue ?? 0xFE }
-                if let field = NDJSONField(rawValue: code) {
+                var code = knownKeyQuickly()
+                var key = RawJSONString(start: 0, end: 0, hasEscapes: false)
+                if code == Self.needsSlowMatch {
+                    key = try scanString()
+                    try expectColon()
+                    code = knownFieldCode(key)
+                    if code == Self.needsSlowMatch { code = try knownFieldSlowly(key)?.rawValue ?? 0xFE }
+                } else {
+                    try expectColon()
+                }
+                if code < NDJSONField.count, let field = NDJSONField(rawValue: code) {
                     guard seen & field.bit == 0 else {
                         throw fieldError(field.name, "duplicate field", at: keyOffset)
                     }
@@ -174,9 +217,10 @@ extension NDJSONParser {
                         }
                         if let slots, !raw.hasEscapes {
                             // Direct path: the encoder takes the bytes from the line.
-                            let f = Int(NDJSONField.stringFieldOf[Int(field.rawValue)])
-                            slots[2 &* f] = raw.start
+                            let f = field.stringField
+                            slots[2 &* f] = Int(bitPattern: p + raw.start)
                             slots[2 &* f &+ 1] = count
+                            slotBits |= 1 &<< UInt32(f)
                         } else {
                             storedReferences = true
                             Self.store(string(raw, count: count), field, in: &event)
@@ -187,6 +231,11 @@ extension NDJSONParser {
                 } else {
                     storedReferences = true
                     try parseUnknownField(key, keyOffset: keyOffset, into: &event)
+                }
+                // Usually a bare ',' and the next key's quote.
+                if i &+ 1 < end && p[i] == UInt8(ascii: ",") && p[i &+ 1] == UInt8(ascii: "\"") {
+                    i &+= 1
+                    continue
                 }
                 skipWhitespace()
                 guard i < end else { throw expected("',' or '}'", at: i) }
@@ -206,15 +255,59 @@ extension NDJSONParser {
         guard seen & NDJSONField.type.bit != 0 else { throw fieldError("type", "missing (required)", at: nil) }
         guard seen & NDJSONField.ts.bit != 0 else { throw fieldError("ts", "missing (required)", at: nil) }
         if event.type.isMarker {
-            guard event.marker != nil else { throw fieldError("marker", "missing (required on \"\(event.type.name)\" events)", at: nil) }
+            guard event.marker != nil || slotBits & (1 << UInt32(StringField.marker.rawValue)) != 0 else {
+                throw fieldError("marker", "missing (required on \"\(event.type.name)\" events)", at: nil)
+            }
         } else {
-            guard event.token != nil || (slots.map { $0[1] >= 0 } ?? false) else {
+            guard event.token != nil || slotBits & (1 << UInt32(StringField.token.rawValue)) != 0 else {
                 throw fieldError("token", "missing (required on \"\(event.type.name)\" events)", at: nil)
             }
         }
     }
 
     @inline(__always) static var needsSlowMatch: UInt8 { 0xFF }
+
+    /// The common case of a key, in one or two loads: a known field name with no escapes or
+    /// special bytes, well before the end of the line. Consumes the key and returns the field's
+    /// raw value; otherwise consumes nothing and returns `needsSlowMatch` (the general path then
+    /// scans the key and reports any problem exactly as it always did).
+    @inline(__always)
+    mutating func knownKeyQuickly() -> UInt8 {
+        guard i &+ 18 <= end else { return Self.needsSlowMatch }
+        let w = UnsafeRawPointer(p + (i &+ 1)).loadUnaligned(as: UInt64.self)
+        let quotes = Self.zeroBytes(w ^ 0x2222_2222_2222_2222)
+        let special = Self.zeroBytes(w ^ 0x5C5C_5C5C_5C5C_5C5C) | ((w &- 0x2020_2020_2020_2020) & ~w & 0x8080_8080_8080_8080)
+            | (w & 0x8080_8080_8080_8080)
+        let lo: UInt64, hi: UInt64, n: Int
+        if quotes != 0 {
+            // The lowest flagged byte is exact; bytes above it may be flagged spuriously.
+            n = quotes.trailingZeroBitCount >> 3
+            let below: UInt64 = (1 &<< UInt64(n &* 8)) &- 1
+            // Names are 2...10 bytes; an empty key would pack to an unused slot's 0.
+            guard n >= 2, special & below == 0 else { return Self.needsSlowMatch }
+            lo = w & below
+            hi = 0
+        } else {
+            guard special == 0 else { return Self.needsSlowMatch }
+            // Nine or ten bytes: the quote is the 10th or 11th.
+            let w2 = UInt64(UnsafeRawPointer(p + (i &+ 9)).loadUnaligned(as: UInt32.self))
+            let quotes2 = Self.zeroBytes(w2 ^ 0x2222_2222)
+            let n2 = quotes2.trailingZeroBitCount >> 3
+            guard quotes2 != 0, n2 == 1 || n2 == 2 else { return Self.needsSlowMatch }
+            let below: UInt64 = (1 &<< UInt64(n2 &* 8)) &- 1
+            let special2 = Self.zeroBytes(w2 ^ 0x5C5C_5C5C) | ((w2 &- 0x2020_2020) & ~w2 & 0x8080_8080) | (w2 & 0x8080_8080)
+            guard special2 & below == 0 else { return Self.needsSlowMatch }
+            lo = w
+            hi = w2 & below
+            n = 8 &+ n2
+        }
+        let s = NDJSONField.slot(lo: lo, hi: hi)
+        guard keyTable[2 &* s] == lo && keyTable[2 &* s &+ 1] & 0xFFFF == hi else { return Self.needsSlowMatch }
+        let code = UInt8(truncatingIfNeeded: keyTable[2 &* s &+ 1] >> 56)
+        assert(NDJSONField.match(lo: lo, hi: hi, n)?.rawValue == code)
+        i &+= n &+ 2
+        return code
+    }
 
     /// The field's raw value, `needsSlowMatch` for a key this cannot judge (escapes, or too near
     /// the end of the line for one load), or any other value for an unknown name. It neither
@@ -249,7 +342,7 @@ extension NDJSONParser {
     @inline(__always)
     mutating func parseValue(of field: NDJSONField, into event: inout Event) throws(EventDecodeError) {
         switch field {
-        case .type, .ts, .exp, .status, .weight, .token: break
+        case .type, .ts, .exp, .status, .weight, .token, .parent, .marker: break
         default: storedReferences = true
         }
         switch field {
@@ -259,11 +352,17 @@ extension NDJSONParser {
             event.ts = ts
         case .exp: event.exp = try timestamp(.exp)
         case .token:
-            if slots != nil, try tokenSlot() { break }
+            if slots != nil, try tokenSlot(.token) { break }
             storedReferences = true
             event.token = try tokenID(.token)
-        case .parent: event.parent = try tokenID(.parent)
-        case .marker: event.marker = try string(.marker, allowEmpty: false)
+        case .parent:
+            if slots != nil, try tokenSlot(.parent) { break }
+            storedReferences = true
+            event.parent = try tokenID(.parent)
+        case .marker:
+            if slots != nil, try markerSlot() { break }
+            storedReferences = true
+            event.marker = try string(.marker, allowEmpty: false)
         case .tokenType: event.tokenType = try string(.tokenType)
         case .sub: event.sub = try string(.sub)
         case .clientID: event.clientID = try string(.clientID)
@@ -379,21 +478,62 @@ extension NDJSONParser {
         return string(raw, count: count)
     }
 
-    /// The direct path's `token`: a plain id (no escapes, nothing a bearer token could be) is
-    /// left in the line for the encoder. - Returns: false, having consumed nothing, otherwise.
-    mutating func tokenSlot() throws(EventDecodeError) -> Bool {
+    /// The direct path's `token` or `parent`: a plain id (no escapes, nothing a bearer token could
+    /// be) is left in the line for the encoder. - Returns: false, having consumed nothing, otherwise.
+    mutating func tokenSlot(_ field: NDJSONField) throws(EventDecodeError) -> Bool {
         guard let slots, i < end, p[i] == UInt8(ascii: "\"") else { return false }
         let start = i
         let raw = try scanString()
         let n = raw.rawCount
-        guard !raw.hasEscapes, n <= limits.tokenBytesMax, memchr(p + raw.start, Int32(UInt8(ascii: ".")), n) == nil else {
+        guard !raw.hasEscapes, n <= limits.tokenBytesMax, !hasDot(raw.start, n) else {
             i = start
             return false
         }
-        guard n > 0 else { throw fieldError("token", "must not be empty", at: start) }
-        guard n <= limits.fieldBytesMax else { throw fieldError("token", "value is \(n) bytes, over the limit of \(limits.fieldBytesMax)", at: start) }
-        slots[0] = raw.start
-        slots[1] = n
+        guard n > 0 else { throw fieldError(field.name, "must not be empty", at: start) }
+        guard n <= limits.fieldBytesMax else { throw fieldError(field.name, "value is \(n) bytes, over the limit of \(limits.fieldBytesMax)", at: start) }
+        let f = field.stringField
+        slots[2 &* f] = Int(bitPattern: p + raw.start)
+        slots[2 &* f &+ 1] = n
+        slotBits |= 1 &<< UInt32(f)
+        return true
+    }
+
+    /// Whether the `n` line bytes at `start` hold a '.' (what memchr would say, without a call
+    /// for the short ids this sees).
+    @inline(__always)
+    func hasDot(_ start: Int, _ n: Int) -> Bool {
+        var j = start
+        let stop = start &+ n
+        while j &+ 8 <= stop {
+            if Self.zeroBytes(UnsafeRawPointer(p + j).loadUnaligned(as: UInt64.self) ^ 0x2E2E_2E2E_2E2E_2E2E) != 0 { return true }
+            j &+= 8
+        }
+        while j < stop {
+            if p[j] == UInt8(ascii: ".") { return true }
+            j &+= 1
+        }
+        return false
+    }
+
+    /// The direct path's `marker` (as `string(.marker, allowEmpty: false)`): a value without
+    /// escapes is left in the line. - Returns: false, having consumed nothing, otherwise.
+    mutating func markerSlot() throws(EventDecodeError) -> Bool {
+        guard let slots, i < end, p[i] == UInt8(ascii: "\"") else { return false }
+        let start = i
+        let raw = try scanString()
+        guard !raw.hasEscapes else {
+            i = start
+            return false
+        }
+        let n = raw.rawCount
+        guard n <= limits.fieldBytesMax else {
+            throw fieldError("marker", "value is \(n) bytes, over the limit of \(limits.fieldBytesMax)", at: start)
+        }
+        guard n > 0 else { throw fieldError("marker", "must not be empty", at: start) }
+        let f = StringField.marker.rawValue
+        slots[2 &* f] = Int(bitPattern: p + raw.start)
+        slots[2 &* f &+ 1] = n
+        slotBits |= 1 &<< UInt32(f)
         return true
     }
 

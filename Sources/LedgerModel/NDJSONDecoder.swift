@@ -63,9 +63,7 @@ public struct NDJSONDecoder: Sendable {
         // optionals are nil and its empty attrs is the runtime's immortal empty-dictionary singleton.
         return try withUnsafeTemporaryAllocation(of: Event.self, capacity: 1) { slot throws(EventDecodeError) -> Event in
             let event = slot.baseAddress!
-            withUnsafeBytes(of: NDJSONParser.blankEvent) { blank in
-                UnsafeMutableRawPointer(event).copyMemory(from: blank.baseAddress!, byteCount: MemoryLayout<Event>.size)
-            }
+            UnsafeMutableRawPointer(event).copyMemory(from: parser.tables.blankEvent, byteCount: MemoryLayout<Event>.size)
             do throws(EventDecodeError) {
                 try parser.parseEvent(into: &event.pointee)
             } catch {
@@ -100,14 +98,12 @@ public struct NDJSONDecoder: Sendable {
         }
         var parser = NDJSONParser(bytes: bytes, count: count, lineNumber: lineNumber, limits: limits)
         return try withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * StringField.count) { slotBuffer throws(EventDecodeError) -> EventType in
+            // Only the entries named by parser.slotBits are ever written or read.
             let slots = slotBuffer.baseAddress!
-            for f in 0..<StringField.count { slots[2 * f + 1] = -1 }
             parser.slots = slots
             return try withUnsafeTemporaryAllocation(of: Event.self, capacity: 1) { slot throws(EventDecodeError) -> EventType in
                 let event = slot.baseAddress!
-                withUnsafeBytes(of: NDJSONParser.blankEvent) { blank in
-                    UnsafeMutableRawPointer(event).copyMemory(from: blank.baseAddress!, byteCount: MemoryLayout<Event>.size)
-                }
+                UnsafeMutableRawPointer(event).copyMemory(from: parser.tables.blankEvent, byteCount: MemoryLayout<Event>.size)
                 var injected = false
                 defer { if parser.storedReferences || injected { event.deinitialize(count: 1) } }
                 do throws(EventDecodeError) {
@@ -118,10 +114,12 @@ public struct NDJSONDecoder: Sendable {
                     }
                     throw error
                 }
+                let gatewayBit: UInt32 = 1 << UInt32(StringField.gateway.rawValue)
+                var injectGateway = false
                 if let gateway {
-                    let g = 2 * StringField.gateway.rawValue
-                    if slots[g + 1] >= 0 {
-                        let given = UnsafeRawBufferPointer(start: bytes + slots[g], count: slots[g + 1])
+                    if parser.slotBits & gatewayBit != 0 {
+                        let g = 2 * StringField.gateway.rawValue
+                        let given = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: slots[g]), count: slots[g + 1])
                         if !StringInterner.equal(gateway, given) {
                             throw EventDecodeError(line: lineNumber, reason: "field \"gateway\": \"\(String(decoding: given.prefix(64), as: UTF8.self))\" is not the authenticated gateway \"\(gateway)\"")
                         }
@@ -129,15 +127,27 @@ public struct NDJSONDecoder: Sendable {
                         if given != gateway {
                             throw EventDecodeError(line: lineNumber, reason: "field \"gateway\": \"\(given.prefix(64))\" is not the authenticated gateway \"\(gateway)\"")
                         }
-                    } else {
+                    } else if parser.storedReferences {
                         event.pointee.gateway = gateway
                         injected = true
+                    } else {
+                        injectGateway = true
                     }
                 }
                 if let problem = BlockPayloadEncoder.problem(event, index: 0) {
                     throw EventDecodeError(line: lineNumber, reason: String(problem.dropFirst("event 0: ".count)))
                 }
-                encoder.append(UnsafePointer(event), line: bytes, slots: slots)
+                if injectGateway, var g = gateway {
+                    // The authenticated gateway's bytes stand in the gateway slot, so the event
+                    // still holds no String.
+                    g.withUTF8 { u in
+                        slots[2 * StringField.gateway.rawValue] = Int(bitPattern: u.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+                        slots[2 * StringField.gateway.rawValue + 1] = u.count
+                        encoder.append(UnsafePointer(event), slots: slots, slotBits: parser.slotBits | gatewayBit, eventHasStrings: false)
+                    }
+                } else {
+                    encoder.append(UnsafePointer(event), slots: slots, slotBits: parser.slotBits, eventHasStrings: parser.storedReferences || injected)
+                }
                 return event.pointee.type
             }
         }
@@ -280,13 +290,32 @@ struct NDJSONParser {
     /// attrs key from a plain duplicate. Stays empty, and unallocated, on well-formed input.
     var keptUnknown: [String] = []
     /// The direct path (`decode(line:lineNumber:into:gateway:)`): where plain string values are
-    /// left in the line for the encoder, as (offset, count) per `StringField`, count -1 absent.
+    /// left in the line for the encoder, as (address, count) per `StringField`, for the fields
+    /// whose bit is set in `slotBits` (the other entries are never written).
     var slots: UnsafeMutablePointer<Int>?
+    var slotBits: UInt32 = 0
     /// Whether the event being filled got a String or attrs (the direct path then destroys it;
     /// otherwise it is still the reference-free blank plus plain values, and is dropped as is).
     var storedReferences = false
+    /// Read once per line rather than through lazy global accessors per use.
+    let tables: Tables
+    var keyTable: UnsafePointer<UInt64> { tables.keyTable }
+
+    struct Tables {
+        /// `NDJSONField.keyTable`.
+        let keyTable: UnsafePointer<UInt64>
+        /// The bytes of `blankEvent`.
+        let blankEvent: UnsafeRawPointer
+    }
+
+    nonisolated(unsafe) static let tables: Tables = {
+        let blank = UnsafeMutablePointer<Event>.allocate(capacity: 1)
+        blank.initialize(to: blankEvent)   // never deinitialized: it lives as long as the process
+        return Tables(keyTable: NDJSONField.keyTable, blankEvent: UnsafeRawPointer(blank))
+    }()
 
     init(bytes: UnsafePointer<UInt8>, count: Int, lineNumber: Int, limits: EventLimits) {
+        self.tables = NDJSONParser.tables
         self.p = bytes
         self.end = count
         self.lineNumber = lineNumber
@@ -326,7 +355,7 @@ struct NDJSONParser {
     mutating func skipWhitespace() {
         while i < end {
             let c = p[i]
-            guard c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D else { return }
+            guard c <= 0x20 && (c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D) else { return }
             i &+= 1
         }
     }
@@ -334,6 +363,11 @@ struct NDJSONParser {
     /// Consumes `:` between a key and its value, with the whitespace around it.
     @inline(__always)
     mutating func expectColon() throws(EventDecodeError) {
+        // Usually a bare ':' right before the value.
+        if i &+ 1 < end && p[i] == UInt8(ascii: ":") && p[i &+ 1] > 0x20 {
+            i &+= 1
+            return
+        }
         skipWhitespace()
         guard i < end, p[i] == UInt8(ascii: ":") else { throw expected("':' after the field name", at: i) }
         i &+= 1
@@ -373,12 +407,11 @@ struct NDJSONParser {
         let start = i
         var escapes = false
         while true {
-            // Eight bytes at a time until one of them is '"', '\\' or a control character. The
-            // lowest flagged byte is exact (borrows only spill upwards), so jump straight to it.
+            // Eight bytes at a time until one of them is '"', '\\', a control character or not
+            // ASCII. The lowest flagged byte is exact (borrows only spill upwards), so jump
+            // straight to it.
             while i &+ 8 <= end {
-                let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
-                let special = Self.zeroBytes(w ^ 0x2222_2222_2222_2222) | Self.zeroBytes(w ^ 0x5C5C_5C5C_5C5C_5C5C)
-                    | ((w &- 0x2020_2020_2020_2020) & ~w & 0x8080_8080_8080_8080) | (w & 0x8080_8080_8080_8080)
+                let special = Self.special(UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self))
                 if special != 0 {
                     i &+= special.trailingZeroBitCount >> 3
                     break
@@ -415,6 +448,14 @@ struct NDJSONParser {
             }
             i &+= 1
         }
+    }
+
+    /// The top bit of each byte of `w` that is '"', '\\', below 0x20 or not ASCII (exact for
+    /// the lowest flagged byte).
+    @inline(__always)
+    static func special(_ w: UInt64) -> UInt64 {
+        zeroBytes(w ^ 0x2222_2222_2222_2222) | zeroBytes(w ^ 0x5C5C_5C5C_5C5C_5C5C)
+            | ((w &- 0x2020_2020_2020_2020) & ~w & 0x8080_8080_8080_8080) | (w & 0x8080_8080_8080_8080)
     }
 
     @inline(__always)
