@@ -52,3 +52,10 @@ int64_t tl_thread_slice(void) {
 int tl_thread_set_name(const char *name) {
     return pthread_setname_np(pthread_self(), name);
 }
+
+int tl_thread_set_realtime(int priority) {
+    struct sched_param p;
+    memset(&p, 0, sizeof p);
+    p.sched_priority = priority;
+    return pthread_setschedparam(pthread_self(), SCHED_FIFO, &p);
+}

@@ -9,7 +9,8 @@ enum ServeCommand {
     static let usage = """
     usage: tokenledger serve --data DIR [--listen HOST:PORT] [--fsync always|never]
                              [--connections-max N] [--keys FILE] [--admin-key-file FILE]
-                             [--http HOST:PORT] [--digest-key FILE] [--no-alerts] [--quiet]
+                             [--http HOST:PORT] [--digest-key FILE] [--no-alerts]
+                             [--realtime-commit] [--quiet]
 
     Takes gateway events over TCP (PROTOCOL.md): NDJSON lines from fire-and-forget shippers
     (nc, socat, Kong tcp-log), or framed batches acknowledged once durable, on the same port.
@@ -34,11 +35,15 @@ enum ServeCommand {
       --digest-key FILE    sign GET /v1/digest answers with this key (as `tokenledger digest`)
       --no-alerts          do not keep the state at the head (no anomaly alerts, no rollback,
                            no HTTP token answers; faster start)
+      --realtime-commit    run the one committer thread at real-time priority (SCHED_FIFO 1),
+                           so acknowledgements and revocations to subscribers do not wait for
+                           a core while parsers fill them; needs CAP_SYS_NICE or LimitRTPRIO=1
+                           (without it the server logs why and runs as usual)
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
         let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys", "admin-key-file", "http", "digest-key"],
-                                                        flags: ["quiet", "no-alerts"]), command: "serve")
+                                                        flags: ["quiet", "no-alerts", "realtime-commit"]), command: "serve")
         let directory = try args.required("data")
         var options = ServerOptions()
         if let text = args.string("listen") {
@@ -67,6 +72,7 @@ enum ServeCommand {
         }
         let quiet = args.has("quiet")
         options.alerts = !args.has("no-alerts")
+        options.realtimeCommit = args.has("realtime-commit")
         if let path = args.string("admin-key-file") {
             guard let key = ClientAuth.readKey(path), key.utf8.count >= Credentials.keyBytesMin else {
                 throw .failure("serve", "cannot read an admin key of \(Credentials.keyBytesMin) bytes or more from \(path)")

@@ -11,7 +11,7 @@ import LedgerWorkload
 enum ServerBench {
     static let usage = """
     usage: tokenledger bench server [--events N] [--runs R] [--seed S] [--connections C]
-                                    [--latency-seconds T] [--no-scheduler-hints]
+                                    [--latency-seconds T] [--no-scheduler-hints] [--realtime-commit]
 
     Starts a server (fsync always, alerts on) on 127.0.0.1 in a scratch directory and measures,
     R times each, with medians:
@@ -29,13 +29,15 @@ enum ServerBench {
 
       --no-scheduler-hints   run the server without its scheduler hints (serve's defaults
                              otherwise), to measure what they do
+      --realtime-commit      run the committer at real-time priority (as serve's option)
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds"], flags: ["no-scheduler-hints"]),
+        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds"], flags: ["no-scheduler-hints", "realtime-commit"]),
                                  command: "bench server")
         let latencySeconds = Double(try args.int("latency-seconds", range: 1...600) ?? 5)
         let schedulerHints = !args.has("no-scheduler-hints")
+        let realtimeCommit = args.has("realtime-commit")
         let events = Int(try args.int("events", range: 10_000...100_000_000) ?? 2_000_000)
         let runs = Int(try args.int("runs", range: 1...20) ?? 3)
         let seed = try args.uint("seed") ?? 1
@@ -68,7 +70,8 @@ enum ServerBench {
         printError("bench: \(events) events, \(totalBytes / events) bytes/event of NDJSON, \(connections) connections, \(runs) runs")
 
         var loopback = [Double](), fsyncP50 = [Double](), fsyncP99 = [Double]()
-        var stageP50 = [[Double]](repeating: [], count: 6), stageP99 = [[Double]](repeating: [], count: 6)
+        // Per stage (parse, queued, commit, publish, reply, total): revocations, then 1000-event batches.
+        var stageP50 = [[Double]](repeating: [], count: 12), stageP99 = [[Double]](repeating: [], count: 12)
         var halfLoad = [Double](), framed = [Double](), binary = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
         for r in 0..<runs {
             loopback.append(Double(events) / loopbackSeconds(batches))
@@ -77,7 +80,7 @@ enum ServerBench {
 
             let dir = scratch + "/ledger-\(r)"
             let stages = StageTimes()
-            let (server, port) = try start(dir, stageTimes: stages, schedulerHints: schedulerHints)
+            let (server, port) = try start(dir, stageTimes: stages, schedulerHints: schedulerHints, realtimeCommit: realtimeCommit)
             let t0 = monotonicNanoseconds()
             let perConnection = (0..<connections).map { c in stride(from: c, to: batches.count, by: connections).map { batches[$0] } }
             let group = DispatchGroup()
@@ -141,7 +144,14 @@ enum ServerBench {
                     latencies.addAcks(l)
                 }
             }
-            let revocations = revoker(port: port, seconds: latencySeconds, latencies: latencies)
+            // On a thread of its own: it asks for short slices like the other timestamping threads.
+            nonisolated(unsafe) var revocations = 0
+            let revokerDone = DispatchSemaphore(value: 0)
+            startThread(name: "tl-bench-revoke") {
+                revocations = revoker(port: port, seconds: latencySeconds, latencies: latencies, shortSlices: schedulerHints)
+                revokerDone.signal()
+            }
+            revokerDone.wait()
             stopSubscriber.set()
             _ = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)).write(Array("{\"type\":\"revoked\",\"ts\":1,\"token\":\"bench-stop\"}\n".utf8))
             group.wait()
@@ -149,10 +159,12 @@ enum ServerBench {
             ackP50.append(percentile(acks, 0.5)); ackP99.append(percentile(acks, 0.99))
             revP50.append(percentile(revs, 0.5)); revP99.append(percentile(revs, 0.99))
             progress.update(force: true, "run \(r + 1): ack p99 \(String(format2: ackP99.last! * 1000)) ms over \(acks.count) batches; revocation p99 \(String(format2: revP99.last! * 1000)) ms over \(revs.count) of \(revocations)")
-            let rows = stages.take().filter { $0.events == 1 }
-            for (i, stage) in [\StageTimes.Row.parse, \.queued, \.commit, \.publish, \.reply, \.total].enumerated() {
-                let v = rows.map { Double($0[keyPath: stage]) / 1e9 }.sorted()
-                stageP50[i].append(percentile(v, 0.5)); stageP99[i].append(percentile(v, 0.99))
+            let taken = stages.take()
+            for (offset, rows) in [(0, taken.filter { $0.events == 1 }), (6, taken.filter { $0.events > 1 })] {
+                for (i, stage) in [\StageTimes.Row.parse, \.queued, \.commit, \.publish, \.reply, \.total].enumerated() {
+                    let v = rows.map { Double($0[keyPath: stage]) / 1e9 }.sorted()
+                    stageP50[offset + i].append(percentile(v, 0.5)); stageP99[offset + i].append(percentile(v, 0.99))
+                }
             }
             server.stop()
         }
@@ -165,8 +177,13 @@ enum ServerBench {
         print("  ack latency at half load, p50 / p99       \(String(format2: med(ackP50) * 1000)) / \(String(format2: med(ackP99) * 1000)) ms               target p99 <= 10 ms (\(formatCount(med(halfLoad))) events/s offered)")
         print("  revocation to subscriber, p50 / p99       \(String(format2: med(revP50) * 1000)) / \(String(format2: med(revP99) * 1000)) ms               target p99 <= 5 ms")
         let stageNames = ["parse", "queued for commit", "write + fsync", "publish", "reply", "server total"]
-        print("    in the server (revocations), p50 / p99  " + (0..<6).map { "\(stageNames[$0]) \(String(format2: med(stageP50[$0]) * 1000)) / \(String(format2: med(stageP99[$0]) * 1000))" }.joined(separator: ", ") + " ms")
-        print("    scheduler hints                         \(schedulerHints ? "on (serve's default)" : "off (--no-scheduler-hints)")")
+        func stagesLine(_ o: Int) -> String {
+            (0..<6).map { "\(stageNames[$0]) \(String(format2: med(stageP50[o + $0]) * 1000)) / \(String(format2: med(stageP99[o + $0]) * 1000))" }.joined(separator: ", ") + " ms"
+        }
+        print("    in the server (revocations), p50 / p99  " + stagesLine(0))
+        print("    in the server (batches), p50 / p99      " + stagesLine(6))
+        print("    scheduler hints                         \(schedulerHints ? "on (serve's default)" : "off (--no-scheduler-hints)")"
+              + (realtimeCommit ? ", committer at real-time priority (--realtime-commit)" : ""))
         print("  reference: loopback TCP, same bytes       \(formatCount(med(loopback)).padding(10))events/s (\(Int(med(loopback) * Double(totalBytes) / Double(events) / 1e6)) MB/s)")
         print("  reference: fdatasync 4 KiB, p50 / p99     \(String(format2: med(fsyncP50) * 1000)) / \(String(format2: med(fsyncP99) * 1000)) ms")
         print("  ratios: framed = \(Int(med(framed) / med(loopback) * 100))% of loopback; line = \(Int(med(line) / med(loopback) * 100))%")
@@ -188,14 +205,15 @@ enum ServerBench {
         func addAcks(_ l: [Double]) { lock.withLock { acks += l } }
     }
 
-    static func start(_ dir: String, stageTimes: StageTimes, schedulerHints: Bool) throws(CLIError) -> (LedgerServer, UInt16) {
+    static func start(_ dir: String, stageTimes: StageTimes, schedulerHints: Bool, realtimeCommit: Bool) throws(CLIError) -> (LedgerServer, UInt16) {
         let log: SegmentLog
         do { log = try SegmentLog.open(directory: dir) } catch { throw .failure("bench", "\(error)") }
         var options = ServerOptions()
         options.listen = Endpoint(host: "127.0.0.1", port: 0)
         options.stageTimes = stageTimes
         options.schedulerHints = schedulerHints
-        let server = LedgerServer(log: log, options: options, logger: { _ in })
+        options.realtimeCommit = realtimeCommit
+        let server = LedgerServer(log: log, options: options, logger: { if $0.hasPrefix("--realtime-commit") { printError("bench: server: \($0)") } })
         do { try server.start() } catch { throw .failure("bench", "\(error)") }
         return (server, server.port)
     }
@@ -243,6 +261,7 @@ enum ServerBench {
             }
             done.signal()
         }
+        if shortSlices { requestShortSlices() }
         var arrivals = SplitMix64(seed: arrivalSeed)
         var due = monotonicNanoseconds()
         for (i, b) in batches.enumerated() {
@@ -293,7 +312,8 @@ enum ServerBench {
     }
 
     /// Sends one revocation every 5 ms for `seconds`, each as its own framed batch.
-    static func revoker(port: UInt16, seconds: Double, latencies: Latencies) -> Int {
+    static func revoker(port: UInt16, seconds: Double, latencies: Latencies, shortSlices: Bool) -> Int {
+        if shortSlices { requestShortSlices() }
         guard let socket = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)) else { return 0 }
         defer { socket.close() }
         try? socket.write(Frame.preface)

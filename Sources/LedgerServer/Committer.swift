@@ -5,6 +5,7 @@
 //
 // The queue is bounded in events: when the disk is slow, `submit` blocks, the connection
 // thread stops reading, and TCP pushes back on the client. Memory does not grow.
+import Dispatch
 import LedgerCrypto
 import LedgerModel
 import LedgerStorage
@@ -85,13 +86,24 @@ final class Committer: @unchecked Sendable {
         self.schedulerHints = schedulerHints
     }
 
-    func start() {
+    /// - Returns: with `realtime`, nil once the thread runs at real-time priority, or why it
+    ///   could not (it then runs as without).
+    @discardableResult
+    func start(realtime: Bool = false) -> String? {
+        nonisolated(unsafe) var refusal: String?
+        let started = DispatchSemaphore(value: 0)
         startThread(name: "tl-commit") { [self] in
             // Every acknowledgement waits for this thread: after each wake-up (a submission, an
             // fsync done) it should run at once, not after a connection thread's slice.
             if schedulerHints { requestShortSlices() }
+            // Real-time: it preempts everything else at once. Its bursts are short (it blocks
+            // in fsync and on its queue), and the kernel's RT throttling caps it at 95% anyway.
+            if realtime { refusal = requestRealtimePriority() }
+            started.signal()
             run()
         }
+        started.wait()
+        return refusal
     }
 
     /// Queues blocks for the next commit, waiting while the queue is full.

@@ -43,6 +43,10 @@ public struct ServerOptions: Sendable {
     /// Ask the kernel to run the committer promptly after each wake-up (short EEVDF slices,
     /// Linux 6.12+; ignored elsewhere). `bench server --no-scheduler-hints` measures without.
     public var schedulerHints = true
+    /// Run the committer at real-time priority (`serve --realtime-commit`; needs CAP_SYS_NICE
+    /// or LimitRTPRIO=1): acknowledgements and subscribed revocations stop waiting for a core
+    /// on a host whose cores are busy. Refused permission is logged and the server runs without.
+    public var realtimeCommit = false
     /// Records each framed batch's time per stage (`bench server`); nil in `serve`.
     public var stageTimes: StageTimes?
     public init() {}
@@ -124,7 +128,9 @@ public final class LedgerServer: @unchecked Sendable {
             live?.enqueue(firstSeq: first, batches: batches)
         }
         committer.onCommit = { [weak self] events, _ in self?.update { $0.eventsCommitted += events } }
-        committer.start()
+        if let refusal = committer.start(realtime: options.realtimeCommit), options.realtimeCommit {
+            logger("--realtime-commit: \(refusal) (needs CAP_SYS_NICE, or LimitRTPRIO=1 under systemd); the committer runs at normal priority")
+        }
         startThread(name: "tl-accept") { [self] in acceptLoop(l) }
         if let h = options.http { http = try startHTTP(h) }
     }
@@ -391,6 +397,7 @@ final class FramedConnection: @unchecked Sendable {
         reading: while true {
             do {
                 while let frame = try parser.next() {
+                    adaptSlices(to: frame)
                     waitForReplyRoom()
                     if !handle(frame) { break reading }
                 }
@@ -419,6 +426,23 @@ final class FramedConnection: @unchecked Sendable {
             replies.broadcast()
             // Replies to batches in flight are still sent before the connection closes.
             while !writerDone { replies.wait() }
+        }
+    }
+
+    /// Whether this reader runs with short scheduler slices (see `adaptSlices`).
+    private var shortSlices = false
+
+    /// A connection sending small frames (a revocation feed, a gateway flushing on a linger) is
+    /// waiting on each one: its reader asks for short slices, so it runs as soon as a frame
+    /// arrives instead of after another connection's parse. A bulk loader's large batches go
+    /// back to default slices, so it cannot preempt everyone every 0.1 ms. One syscall per
+    /// change of kind, none per frame.
+    private func adaptSlices(to frame: Frame) {
+        guard server.options.schedulerHints else { return }
+        let small = frame.payload.count <= 64 << 10
+        if small != shortSlices {
+            shortSlices = small
+            if small { requestShortSlices() } else { requestDefaultSlices() }
         }
     }
 

@@ -250,3 +250,15 @@ public func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
 public func requestShortSlices(microseconds: UInt64 = 100) {
     _ = tl_thread_request_slice(microseconds * 1000)
 }
+
+/// Back to the scheduler's default slices for the calling thread.
+public func requestDefaultSlices() {
+    _ = tl_thread_request_slice(0)
+}
+
+/// Puts the calling thread at the lowest real-time priority (SCHED_FIFO 1).
+/// - Returns: nil, or why not (needs CAP_SYS_NICE, or RLIMIT_RTPRIO >= 1: systemd LimitRTPRIO=1).
+public func requestRealtimePriority() -> String? {
+    let r = tl_thread_set_realtime(1)
+    return r == 0 ? nil : String(cString: strerror(r))
+}

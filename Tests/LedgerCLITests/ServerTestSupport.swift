@@ -17,10 +17,13 @@ final class ServerProcess: @unchecked Sendable {
     private var stdoutData = Data()
     private var stdoutEnded = false
 
-    init(directory: String, arguments: [String] = []) throws {
+    /// - Parameter launcher: a command that execs the server (as `setpriv --reuid=nobody`).
+    ///   With `binary` nil the launcher names the program itself.
+    init(directory: String, arguments: [String] = [], launcher: [String] = [], binary: String? = CLI.binary) throws {
         self.directory = directory
-        process.executableURL = URL(fileURLWithPath: CLI.binary)
-        process.arguments = ["serve", "--data", directory, "--listen", "127.0.0.1:0"] + arguments
+        let command = launcher + (binary.map { [$0] } ?? []) + ["serve", "--data", directory, "--listen", "127.0.0.1:0"] + arguments
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
