@@ -71,6 +71,7 @@ enum ServerBench {
 
         var loopback = [Double](), fsyncP50 = [Double](), fsyncP99 = [Double]()
         // Per stage (parse, queued, commit, publish, reply, total): revocations, then 1000-event batches.
+        var slowParts = [[Double]](repeating: [], count: 6), slowNames = [String]()
         var stageP50 = [[Double]](repeating: [], count: 12), stageP99 = [[Double]](repeating: [], count: 12)
         var halfLoad = [Double](), framed = [Double](), binary = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
         for r in 0..<runs {
@@ -129,6 +130,7 @@ enum ServerBench {
             halfLoad.append(rate * 1000 * Double(connections))
             _ = stages.take()
             let latencies = Latencies()
+            let timeline = Timeline()
             let subscribed = DispatchSemaphore(value: 0)
             let stopSubscriber = Flag()
             spawn(group) { subscriber(port: port, latencies: latencies, ready: subscribed, stop: stopSubscriber, shortSlices: schedulerHints) }
@@ -140,7 +142,7 @@ enum ServerBench {
                 let mine = (0..<durationBatches).map { small[(c * durationBatches + $0) % small.count] }
                 spawn(group) {
                     let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate, arrivalSeed: seed &* 31 &+ UInt64(c),
-                                           shortSlices: schedulerHints)
+                                           shortSlices: schedulerHints, timeline: timeline)
                     latencies.addAcks(l)
                 }
             }
@@ -160,6 +162,10 @@ enum ServerBench {
             revP50.append(percentile(revs, 0.5)); revP99.append(percentile(revs, 0.99))
             progress.update(force: true, "run \(r + 1): ack p99 \(String(format2: ackP99.last! * 1000)) ms over \(acks.count) batches; revocation p99 \(String(format2: revP99.last! * 1000)) ms over \(revs.count) of \(revocations)")
             let taken = stages.take()
+            if let parts = timeline.slowestParts(taken.filter { $0.events > 1 }) {
+                for (i, p) in parts.enumerated() { slowParts[i].append(p.1) }
+                slowNames = parts.map(\.0)
+            }
             for (offset, rows) in [(0, taken.filter { $0.events == 1 }), (6, taken.filter { $0.events > 1 })] {
                 for (i, stage) in [\StageTimes.Row.parse, \.queued, \.commit, \.publish, \.reply, \.total].enumerated() {
                     let v = rows.map { Double($0[keyPath: stage]) / 1e9 }.sorted()
@@ -182,12 +188,56 @@ enum ServerBench {
         }
         print("    in the server (revocations), p50 / p99  " + stagesLine(0))
         print("    in the server (batches), p50 / p99      " + stagesLine(6))
+        if !slowNames.isEmpty {
+            print("    slowest 1% of batches, median parts     " + (0..<slowNames.count).map { "\(slowNames[$0]) \(String(format2: med(slowParts[$0])))" }.joined(separator: ", ") + " ms")
+        }
         print("    scheduler hints                         \(schedulerHints ? "on (serve's default)" : "off (--no-scheduler-hints)")"
               + (realtimeCommit ? ", committer at real-time priority (--realtime-commit)" : ""))
         print("  reference: loopback TCP, same bytes       \(formatCount(med(loopback)).padding(10))events/s (\(Int(med(loopback) * Double(totalBytes) / Double(events) / 1e6)) MB/s)")
         print("  reference: fdatasync 4 KiB, p50 / p99     \(String(format2: med(fsyncP50) * 1000)) / \(String(format2: med(fsyncP99) * 1000)) ms")
         print("  ratios: framed = \(Int(med(framed) / med(loopback) * 100))% of loopback; line = \(Int(med(line) / med(loopback) * 100))%")
         return 0
+    }
+
+    /// One paced batch as its client saw it (monotonic ns).
+    struct ClientMarks {
+        var due: UInt64 = 0
+        var writeStart: UInt64 = 0
+        var writeEnd: UInt64 = 0
+        var ackAt: UInt64 = 0
+    }
+
+    /// The clients' marks by (peer, frame id), to join with the server's `StageTimes` rows: where
+    /// the slowest acknowledgements spent their time, before the server's clock and in it.
+    final class Timeline: @unchecked Sendable {
+        private let lock = NSLock()
+        private var marks: [String: [ClientMarks]] = [:]
+        func add(peer: String, _ m: [ClientMarks]) { lock.withLock { marks[peer] = m } }
+
+        /// For the batches at or above the p99 acknowledgement latency: the median of each part.
+        func slowestParts(_ rows: [StageTimes.Row]) -> [(String, Double)]? {
+            let joined: [(ClientMarks, StageTimes.Row)] = lock.withLock {
+                rows.compactMap { r in
+                    guard let m = marks[r.peer], Int(r.frameID) < m.count, m[Int(r.frameID)].ackAt > 0 else { return nil }
+                    return (m[Int(r.frameID)], r)
+                }
+            }
+            guard joined.count >= 100 else { return nil }
+            let sorted = joined.sorted { $0.0.ackAt - $0.0.due < $1.0.ackAt - $1.0.due }
+            let slow = sorted[(sorted.count * 99 / 100)...]
+            func median(_ f: ((ClientMarks, StageTimes.Row)) -> Int64) -> Double {
+                let v = slow.map { Double(f($0)) / 1e6 }.sorted()
+                return v[v.count / 2]
+            }
+            return [
+                ("total", median { Int64($0.0.ackAt) - Int64($0.0.due) }),
+                ("client late", median { Int64($0.0.writeStart) - Int64($0.0.due) }),
+                ("write", median { Int64($0.0.writeEnd) - Int64($0.0.writeStart) }),
+                ("written to read", median { Int64($0.1.receivedAt) - Int64($0.0.writeEnd) }),
+                ("server", median { Int64($0.1.total) }),
+                ("ack to client", median { Int64($0.0.ackAt) - Int64($0.1.receivedAt) - Int64($0.1.total) }),
+            ]
+        }
     }
 
     final class Flag: @unchecked Sendable {
@@ -236,9 +286,11 @@ enum ServerBench {
     /// (exponential gaps drawn from `arrivalSeed`), as independent gateways would send them;
     /// clients pacing in lockstep would instead offer every connection's batch at once.
     static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, arrivalSeed: UInt64 = 0,
-                             type: FrameType = .batch, shortSlices: Bool = false) -> [Double] {
+                             type: FrameType = .batch, shortSlices: Bool = false, timeline: Timeline? = nil) -> [Double] {
         guard let client = try? FramedClient(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
         let socket = client.socket
+        let peer = "127.0.0.1:\(socket.localPort)"
+        nonisolated(unsafe) var marks = [ClientMarks](repeating: ClientMarks(), count: batches.count)
         defer { client.close() }
         let lock = Condition()
         nonisolated(unsafe) var inFlight = 0
@@ -253,6 +305,7 @@ enum ServerBench {
             while received < batches.count, let f = try? client.next() {
                 let now = monotonicNanoseconds()
                 lock.mutex.locked {
+                    marks[Int(f.id)].ackAt = now
                     latencies.append(Double(now - sentAt[Int(f.id)]) / 1e9)
                     inFlight -= 1
                     lock.broadcast()
@@ -278,10 +331,15 @@ enum ServerBench {
                 // Paced, latency counts from when the batch was due, so a client held back
                 // (by its window or a full socket) does not hide the wait (coordinated omission).
                 sentAt[i] = paceBatchesPerSecond == nil ? monotonicNanoseconds() : min(due, monotonicNanoseconds())
+                marks[i].due = sentAt[i]
+                marks[i].writeStart = monotonicNanoseconds()
             }
             if (try? socket.write(frame)) == nil { break }
+            let written = monotonicNanoseconds()
+            lock.mutex.locked { marks[i].writeEnd = written }
         }
         done.wait()
+        timeline?.add(peer: peer, lock.mutex.locked { marks })
         return lock.mutex.locked { latencies }
     }
 

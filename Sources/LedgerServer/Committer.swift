@@ -53,6 +53,8 @@ final class Committer: @unchecked Sendable {
         var events: [EventBatch]
         /// When its frame was whole in memory (0: not a framed batch), for `StageTimes`.
         var receivedNs: UInt64 = 0
+        var peer = ""
+        var frameID: UInt64 = 0
         var completion: @Sendable (Result<Committed, StorageError>) -> Void
         /// Runs on the committer thread with nothing else appending (an admin rollback); it
         /// may append with `appendNow`.
@@ -204,7 +206,8 @@ final class Committer: @unchecked Sendable {
                 s.completion(.success(Committed(firstSeq: first, lastSeq: seq - 1, chainHash: hash)))
                 if let stageTimes, s.receivedNs != 0 {
                     stageTimes.record(.init(events: s.eventCount, parse: s.submittedNs &- s.receivedNs, queued: start &- s.submittedNs,
-                                            commit: durableNs - start, publish: publishedNs - durableNs, reply: monotonicNanoseconds() - publishedNs))
+                                            commit: durableNs - start, publish: publishedNs - durableNs, reply: monotonicNanoseconds() - publishedNs,
+                                            peer: s.peer, frameID: s.frameID, receivedAt: s.receivedNs))
                 }
             }
             onCommit?(blocks.reduce(0) { $0 + $1.eventCount }, monotonicNanoseconds() - start)

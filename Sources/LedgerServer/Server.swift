@@ -586,7 +586,7 @@ final class FramedConnection: @unchecked Sendable {
 
     private func submit(_ blocks: [EncodedBlock], events: [EventBatch], frameID id: UInt64, slot: Int, receivedNs: UInt64 = 0) {
         let count = events.reduce(0) { $0 + $1.count }
-        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: count, events: events, receivedNs: receivedNs, completion: { [self] result in
+        let accepted = server.committer.submit(.init(blocks: blocks, eventCount: count, events: events, receivedNs: receivedNs, peer: peer, frameID: id, completion: { [self] result in
             switch result {
             case let .success(c):
                 server.update { $0.batchesAcknowledged += 1 }

@@ -17,6 +17,11 @@ public final class StageTimes: @unchecked Sendable {
         /// Acknowledging the group's batches up to and including this one.
         public let reply: UInt64
         public var total: UInt64 { parse + queued + commit + publish + reply }
+        /// The connection's peer ("HOST:PORT"), the frame's id, and the monotonic clock when the
+        /// frame was whole in memory: a client in the same process matches its own timestamps.
+        public let peer: String
+        public let frameID: UInt64
+        public let receivedAt: UInt64
     }
 
     private let lock = Mutex()
