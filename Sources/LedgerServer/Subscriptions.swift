@@ -73,7 +73,15 @@ final class SubscriptionHub: @unchecked Sendable {
     struct Live {
         let connection: FramedConnection
         let frameID: UInt64
-        let types: Set<EventType>
+        /// Bit `rawValue` per wanted type; all ones for "every type". A bit test per event, where
+        /// a `Set` lookup hashed every event of every commit on the committer thread.
+        let typeMask: UInt64
+
+        init(connection: FramedConnection, frameID: UInt64, types: Set<EventType>) {
+            self.connection = connection
+            self.frameID = frameID
+            typeMask = types.isEmpty ? ~0 : types.reduce(0) { $0 | 1 << UInt64($1.rawValue) }
+        }
     }
 
     private let lock = Mutex()
@@ -144,15 +152,21 @@ final class SubscriptionHub: @unchecked Sendable {
             self.count(newBlocks[...])
             lastSeq = firstSeq + UInt64(count) - 1
             guard !live.isEmpty else { return }
+            let wanted = live.values.reduce(UInt64(0)) { $0 | $1.typeMask }
             var blockIndex = 0
             var seq = firstSeq
             for batch in batches {
-                for i in 0..<batch.count {
-                    defer { seq += 1 }
+                defer { seq += UInt64(batch.count) }
+                let types: [EventType]
+                switch batch {
+                case let .block(b): types = b.types
+                case let .events(e): types = e.map(\.type)
+                }
+                for (i, type) in types.enumerated() where wanted & (1 << UInt64(type.rawValue)) != 0 {
+                    let seq = seq + UInt64(i)
                     while blockIndex < newBlocks.count - 1 && newBlocks[blockIndex].header.lastSeq < seq { blockIndex += 1 }
-                    let type = batch.type(at: i)
                     var line: [UInt8]?
-                    for (key, sub) in live where sub.types.isEmpty || sub.types.contains(type) {
+                    for (key, sub) in live where sub.typeMask & (1 << UInt64(type.rawValue)) != 0 {
                         if line == nil {
                             var l = [UInt8]()
                             NDJSONEncoder.append(batch.event(at: i), seq: SequenceNumber(seq), receivedAt: newBlocks[blockIndex].header.receivedAt, to: &l)
