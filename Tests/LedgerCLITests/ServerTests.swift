@@ -121,6 +121,66 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(report.chainHash.array, acks.last?.0.chainHash, "seed \(seed): the last ACK carries the ledger's head chain hash")
     }
 
+    /// Small and large batches (over 64 KiB: the reader switches to default scheduler slices),
+    /// good and bad, and PINGs, interleaved at random and pipelined: every reply comes in frame
+    /// order, the acknowledged ranges follow frame order, and the ledger holds exactly the good
+    /// batches.
+    func testInterleavedGoodBadAndPingFramesAreAnsweredAndCommittedInFrameOrder() throws {
+        let seed: UInt64 = 0x9A11
+        var rng = SplitMix64(seed: seed)
+        enum Kind { case good, bad, ping }
+        var kinds = [Kind](), sizes = [Int]()
+        for _ in 0..<60 {
+            let r = rng.below(10)
+            kinds.append(r < 6 ? .good : r < 8 ? .bad : .ping)
+            // Half small, half over 64 KiB.
+            sizes.append(rng.below(2) == 0 ? 1 + rng.below(40) : 300 + rng.below(900))
+        }
+        let stream = try TestStream(seed: seed, count: sizes.reduce(0, +), tag: "pp")
+        let batches = stream.batches(sizes)
+        let server = try startServer()
+        let client = try TestConnection(server.endpoint)
+        try client.openFramed()
+        var expected = [Event]()
+        for (i, b) in batches.enumerated() {
+            switch kinds[i] {
+            case .good:
+                try client.write(Frame(.batch, id: UInt64(i + 1), payload: b.payload))
+                expected += b.events
+            case .bad:
+                // A line the decoder refuses, in the middle of the batch.
+                var lines = b.payload.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
+                lines[lines.count / 2] = Array(#"{"type":"validated","ts":"soon","token":"x"}"#.utf8)
+                try client.write(Frame(.batch, id: UInt64(i + 1), payload: Array(lines.joined(separator: [0x0A]))))
+            case .ping:
+                try client.write(Frame(.ping, id: UInt64(i + 1), payload: [1, 2, 3]))
+            }
+        }
+        var next: UInt64 = 1
+        for i in 0..<batches.count {
+            let context = "seed \(seed), frame \(i + 1) (\(kinds[i]), \(sizes[i]) events)"
+            switch kinds[i] {
+            case .good:
+                guard let ack = expectAck(try client.readFrame(), id: UInt64(i + 1), count: sizes[i], context) else { return }
+                XCTAssertEqual(ack.firstSeq, next, "\(context): ranges follow frame order")
+                next = ack.lastSeq + 1
+            case .bad:
+                let f = try client.readFrame()
+                XCTAssertEqual(f?.id, UInt64(i + 1), context)
+                XCTAssertEqual(f?.type, .nack, "\(context): \(f?.text ?? "no reply")")
+                XCTAssertTrue(f?.text.contains("line \((sizes[i] + 1) / 2 + 1),") ?? false, "\(context): \(f?.text ?? "")")
+            case .ping:
+                let f = try client.readFrame()
+                XCTAssertEqual(f?.id, UInt64(i + 1), context)
+                XCTAssertEqual(f?.type, .pong, context)
+            }
+        }
+        client.close()
+        stop(server, "seed \(seed)")
+        let ledger = try LedgerContents(directory: ledgerPath())
+        assertEvents(ledger.events, expected, "seed \(seed): the ledger holds the good batches, in frame order")
+    }
+
     // MARK: 2. Concurrent framed clients
 
     final class Outcome: @unchecked Sendable {
