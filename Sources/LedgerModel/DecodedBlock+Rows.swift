@@ -431,39 +431,20 @@ func withStringText<T>(_ payload: UnsafeRawBufferPointer, at offset: Int, end: I
     switch kind {
     case StringKind.uuid:
         guard let packed = c.bytes(16) else { return nil }
-        return withUnsafeTemporaryAllocation(byteCount: 36, alignment: 1) { out in
-            var o = 0
-            for (i, byte) in packed.enumerated() {
-                if i == 4 || i == 6 || i == 8 || i == 10 { out[o] = 0x2D; o += 1 }
-                out[o] = hexDigit(byte >> 4); out[o + 1] = hexDigit(byte & 0xF); o += 2
-            }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: StringPacking.uuidTextBytes) { out in
+            StringPacking.unpackUUID(packed, into: out.baseAddress!)
             return body(UnsafeRawBufferPointer(out))
         }
     case StringKind.sha256Fingerprint:
         guard let packed = c.bytes(32) else { return nil }
-        return withUnsafeTemporaryAllocation(byteCount: 71, alignment: 1) { out in
-            for (i, byte) in "sha256:".utf8.enumerated() { out[i] = byte }
-            for (i, byte) in packed.enumerated() {
-                out[7 + 2 * i] = hexDigit(byte >> 4); out[8 + 2 * i] = hexDigit(byte & 0xF)
-            }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: StringPacking.fingerprintTextBytes) { out in
+            StringPacking.unpackFingerprint(packed, into: out.baseAddress!)
             return body(UnsafeRawBufferPointer(out))
         }
     case StringKind.base64URL128:
         guard let packed = c.bytes(16) else { return nil }
-        return withUnsafeTemporaryAllocation(byteCount: 22, alignment: 1) { out in
-            var o = 0
-            var bits: UInt64 = 0
-            var bitCount = 0
-            for byte in packed {
-                bits = bits << 8 | UInt64(byte)
-                bitCount += 8
-                while bitCount >= 6 {
-                    bitCount -= 6
-                    out[o] = base64URLDigit(UInt8((bits >> UInt64(bitCount)) & 63)); o += 1
-                }
-                bits &= (1 << UInt64(bitCount)) - 1
-            }
-            if bitCount > 0 { out[o] = base64URLDigit(UInt8((bits << UInt64(6 - bitCount)) & 63)) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: StringPacking.base64URL128TextBytes) { out in
+            StringPacking.unpackBase64URL128(packed, into: out.baseAddress!)
             return body(UnsafeRawBufferPointer(out))
         }
     case StringKind.raw:
@@ -486,19 +467,6 @@ func skipString(_ payload: UnsafeRawBufferPointer, at offset: Int, end: Int) -> 
     case StringKind.uuid, StringKind.base64URL128: return c.remaining >= 16 ? c.offset + 16 : nil
     case StringKind.sha256Fingerprint: return c.remaining >= 32 ? c.offset + 32 : nil
     default: return nil
-    }
-}
-
-// Byte-level twins of StringPacking's unpackers: hashing an id must not allocate a String.
-@inline(__always) private func hexDigit(_ v: UInt8) -> UInt8 { v < 10 ? 0x30 + v : 0x61 + v - 10 }
-
-@inline(__always) private func base64URLDigit(_ v: UInt8) -> UInt8 {
-    switch v {
-    case 0..<26: 0x41 + v
-    case 26..<52: 0x61 + v - 26
-    case 52..<62: 0x30 + v - 52
-    case 62: 0x2D
-    default: 0x5F
     }
 }
 

@@ -42,10 +42,9 @@ public struct NDJSONDecoder: Sendable {
         self.limits = limits
     }
 
-    /// - Parameters:
-    ///   - line: one line without its `"\n"`; a trailing `"\r"` is tolerated.
-    ///   - lineNumber: 1-based, used only in errors.
-    public func decode(line: UnsafeRawBufferPointer, lineNumber: Int) throws(EventDecodeError) -> Event {
+    /// A parser over `line` (a trailing `"\r"` dropped), once it is known not empty and within
+    /// the line limit: what both decode paths check first.
+    @inline(__always) private func parser(_ line: UnsafeRawBufferPointer, lineNumber: Int) throws(EventDecodeError) -> NDJSONParser {
         guard let base = line.baseAddress, line.count > 0 else {
             throw EventDecodeError(line: lineNumber, byteOffset: 0, reason: "empty line (expected a JSON object)")
         }
@@ -55,7 +54,14 @@ public struct NDJSONDecoder: Sendable {
         guard count <= limits.lineBytesMax else {
             throw EventDecodeError(line: lineNumber, reason: "line is \(count) bytes, over the limit of \(limits.lineBytesMax)")
         }
-        var parser = NDJSONParser(bytes: bytes, count: count, lineNumber: lineNumber, limits: limits)
+        return NDJSONParser(bytes: bytes, count: count, lineNumber: lineNumber, limits: limits)
+    }
+
+    /// - Parameters:
+    ///   - line: one line without its `"\n"`; a trailing `"\r"` is tolerated.
+    ///   - lineNumber: 1-based, used only in errors.
+    public func decode(line: UnsafeRawBufferPointer, lineNumber: Int) throws(EventDecodeError) -> Event {
+        var parser = try parser(line, lineNumber: lineNumber)
         // Built in place in a stack slot that starts as a byte copy of a blank event. The
         // optimiser turns `var event = Event(...)` into a temporary plus a field-by-field copy and
         // a destroy of the 23-field struct, about a tenth of the cost of decoding a line. The byte
@@ -71,7 +77,7 @@ public struct NDJSONDecoder: Sendable {
                 // UTF-8 is checked as the parse goes (see scanString), so a line that parsed is
                 // valid; a line that did not is reported for its first invalid UTF-8, if any,
                 // wherever that lies, before any other problem.
-                if let problem = EventUTF8Validation.firstProblem(bytes, count) {
+                if let problem = EventUTF8Validation.firstProblem(parser.p, parser.end) {
                     throw EventDecodeError(line: lineNumber, byteOffset: problem.offset, reason: "invalid UTF-8 (\(problem.reason))")
                 }
                 throw error
@@ -87,16 +93,7 @@ public struct NDJSONDecoder: Sendable {
     /// - Returns: the event's type. On a throw the encoder is unchanged.
     public func decode(line: UnsafeRawBufferPointer, lineNumber: Int, into encoder: inout BlockPayloadEncoder,
                        gateway: String? = nil) throws(EventDecodeError) -> EventType {
-        guard let base = line.baseAddress, line.count > 0 else {
-            throw EventDecodeError(line: lineNumber, byteOffset: 0, reason: "empty line (expected a JSON object)")
-        }
-        let bytes = base.assumingMemoryBound(to: UInt8.self)
-        var count = line.count
-        if bytes[count - 1] == 0x0D { count -= 1 }
-        guard count <= limits.lineBytesMax else {
-            throw EventDecodeError(line: lineNumber, reason: "line is \(count) bytes, over the limit of \(limits.lineBytesMax)")
-        }
-        var parser = NDJSONParser(bytes: bytes, count: count, lineNumber: lineNumber, limits: limits)
+        var parser = try parser(line, lineNumber: lineNumber)
         return try withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * StringField.count) { slotBuffer throws(EventDecodeError) -> EventType in
             // Only the entries named by parser.slotBits are ever written or read.
             let slots = slotBuffer.baseAddress!
@@ -109,7 +106,7 @@ public struct NDJSONDecoder: Sendable {
                 do throws(EventDecodeError) {
                     try parser.parseEvent(into: &event.pointee)
                 } catch {
-                    if let problem = EventUTF8Validation.firstProblem(bytes, count) {
+                    if let problem = EventUTF8Validation.firstProblem(parser.p, parser.end) {
                         throw EventDecodeError(line: lineNumber, byteOffset: problem.offset, reason: "invalid UTF-8 (\(problem.reason))")
                     }
                     throw error

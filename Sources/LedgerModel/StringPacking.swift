@@ -9,7 +9,6 @@ enum StringPacking {
         }
     }
 
-    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
     static func uuid(_ s: UnsafeRawBufferPointer) -> [UInt8]? {
         var out = [UInt8](repeating: 0, count: 16)
@@ -36,14 +35,23 @@ enum StringPacking {
     /// Lowercase hex digit values; 0xFF for every other byte.
     private static let hexTable: [UInt8] = (0..<256).map { hexValue(UInt8($0)) ?? 0xFF }
 
-    static func unpackUUID(_ b: UnsafeRawBufferPointer) -> String {
-        var out = [UInt8]()
-        out.reserveCapacity(36)
-        for (i, byte) in b.enumerated() {
-            if i == 4 || i == 6 || i == 8 || i == 10 { out.append(0x2D) }
-            out.append(hexDigits[Int(byte >> 4)]); out.append(hexDigits[Int(byte & 0xF)])
+    // The unpackers write text into a caller's buffer (the row decoder hashes ids without
+    // making a String); the String forms wrap them.
+    @inline(__always) private static func hexDigit(_ v: UInt8) -> UInt8 { v < 10 ? 0x30 + v : 0x61 + v - 10 }
+
+    static let uuidTextBytes = 36
+
+    /// Writes the 36-character text of a 16-byte packed uuid to `out`.
+    static func unpackUUID(_ b: UnsafeRawBufferPointer, into out: UnsafeMutablePointer<UInt8>) {
+        var o = 0
+        for (i, byte) in b.prefix(16).enumerated() {
+            if i == 4 || i == 6 || i == 8 || i == 10 { out[o] = 0x2D; o += 1 }
+            out[o] = hexDigit(byte >> 4); out[o + 1] = hexDigit(byte & 0xF); o += 2
         }
-        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func unpackUUID(_ b: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: uuidTextBytes) { unpackUUID(b, into: $0.baseAddress!); return uuidTextBytes }
     }
 
     static func fingerprint(_ s: UnsafeRawBufferPointer) -> [UInt8]? {
@@ -68,14 +76,20 @@ enum StringPacking {
         return true
     }
 
-    static func unpackFingerprint(_ b: UnsafeRawBufferPointer) -> String {
-        var out: [UInt8] = Array("sha256:".utf8)
-        out.reserveCapacity(71)
-        for byte in b { out.append(hexDigits[Int(byte >> 4)]); out.append(hexDigits[Int(byte & 0xF)]) }
-        return String(decoding: out, as: UTF8.self)
+    static let fingerprintTextBytes = 71
+
+    /// Writes `sha256:<64 lowercase hex>` for 32 packed bytes to `out`.
+    static func unpackFingerprint(_ b: UnsafeRawBufferPointer, into out: UnsafeMutablePointer<UInt8>) {
+        for (i, byte) in "sha256:".utf8.enumerated() { out[i] = byte }
+        for (i, byte) in b.prefix(32).enumerated() {
+            out[7 + 2 * i] = hexDigit(byte >> 4); out[8 + 2 * i] = hexDigit(byte & 0xF)
+        }
     }
 
-    private static let base64URLAlphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    static func unpackFingerprint(_ b: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: fingerprintTextBytes) { unpackFingerprint(b, into: $0.baseAddress!); return fingerprintTextBytes }
+    }
+
 
     @inline(__always) static func base64URLValue(_ c: UInt8) -> UInt8? {
         switch c {
@@ -126,21 +140,36 @@ enum StringPacking {
         }
     }
 
-    static func unpackBase64URL128(_ b: UnsafeRawBufferPointer) -> String {
-        var out = [UInt8]()
-        out.reserveCapacity(22)
+    static let base64URL128TextBytes = 22
+
+    @inline(__always) private static func base64URLDigit(_ v: UInt8) -> UInt8 {
+        switch v {
+        case 0..<26: 0x41 + v
+        case 26..<52: 0x61 + v - 26
+        case 52..<62: 0x30 + v - 52
+        case 62: 0x2D
+        default: 0x5F
+        }
+    }
+
+    /// Writes the 22 base64url characters of 16 packed bytes to `out`.
+    static func unpackBase64URL128(_ b: UnsafeRawBufferPointer, into out: UnsafeMutablePointer<UInt8>) {
+        var o = 0
         var bits: UInt64 = 0
         var bitCount = 0
-        for byte in b {
+        for byte in b.prefix(16) {
             bits = bits << 8 | UInt64(byte)
             bitCount += 8
             while bitCount >= 6 {
                 bitCount -= 6
-                out.append(base64URLAlphabet[Int((bits >> UInt64(bitCount)) & 63)])
+                out[o] = base64URLDigit(UInt8((bits >> UInt64(bitCount)) & 63)); o += 1
             }
             bits &= (1 << UInt64(bitCount)) - 1
         }
-        if bitCount > 0 { out.append(base64URLAlphabet[Int((bits << UInt64(6 - bitCount)) & 63)]) }
-        return String(decoding: out, as: UTF8.self)
+        if bitCount > 0 { out[o] = base64URLDigit(UInt8((bits << UInt64(6 - bitCount)) & 63)) }
+    }
+
+    static func unpackBase64URL128(_ b: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: base64URL128TextBytes) { unpackBase64URL128(b, into: $0.baseAddress!); return base64URL128TextBytes }
     }
 }

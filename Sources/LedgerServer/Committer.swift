@@ -24,10 +24,10 @@ enum EventBatch {
         }
     }
 
-    func type(at i: Int) -> EventType {
+    var types: [EventType] {
         switch self {
-        case let .events(e): e[i].type
-        case let .block(b): b.types[i]
+        case let .events(e): e.map(\.type)
+        case let .block(b): b.types
         }
     }
 

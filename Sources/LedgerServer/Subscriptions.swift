@@ -157,12 +157,7 @@ final class SubscriptionHub: @unchecked Sendable {
             var seq = firstSeq
             for batch in batches {
                 defer { seq += UInt64(batch.count) }
-                let types: [EventType]
-                switch batch {
-                case let .block(b): types = b.types
-                case let .events(e): types = e.map(\.type)
-                }
-                for (i, type) in types.enumerated() where wanted & (1 << UInt64(type.rawValue)) != 0 {
+                for (i, type) in batch.types.enumerated() where wanted & (1 << UInt64(type.rawValue)) != 0 {
                     let seq = seq + UInt64(i)
                     while blockIndex < newBlocks.count - 1 && newBlocks[blockIndex].header.lastSeq < seq { blockIndex += 1 }
                     var line: [UInt8]?
