@@ -70,6 +70,13 @@ struct Arguments {
         return v
     }
 
+    func double(_ name: String, range: ClosedRange<Double>) throws(CLIError) -> Double? {
+        guard let text = string(name) else { return nil }
+        guard let v = Double(text), v.isFinite else { throw .usage(command, "--\(name) expects a number, got \"\(text)\"") }
+        guard range.contains(v) else { throw .usage(command, "--\(name) must be within \(range.lowerBound)...\(range.upperBound), got \(v)") }
+        return v
+    }
+
     /// A point in time: epoch milliseconds or an RFC 3339 string.
     func time(_ name: String) throws(CLIError) -> Int64? {
         guard let text = string(name) else { return nil }

@@ -10,7 +10,7 @@ enum ServeCommand {
     usage: tokenledger serve --data DIR [--listen HOST:PORT] [--fsync always|never]
                              [--connections-max N] [--keys FILE] [--admin-key-file FILE]
                              [--http HOST:PORT] [--digest-key FILE] [--no-alerts]
-                             [--realtime-commit] [--quiet]
+                             [--subscriber-buffer BYTES] [--realtime-commit] [--quiet]
 
     Takes gateway events over TCP (PROTOCOL.md): NDJSON lines from fire-and-forget shippers
     (nc, socat, Kong tcp-log), or framed batches acknowledged once durable, on the same port.
@@ -35,6 +35,11 @@ enum ServeCommand {
       --digest-key FILE    sign GET /v1/digest answers with this key (as `tokenledger digest`)
       --no-alerts          do not keep the state at the head (no anomaly alerts, no rollback,
                            no HTTP token answers; faster start)
+      --subscriber-buffer BYTES
+                           bytes queued for one subscriber that is not reading (default
+                           16 MiB); past it the subscription ends with an ERROR frame naming the
+                           from_seq to resubscribe with, so a stalled subscriber costs memory
+                           only up to this
       --realtime-commit    run the one committer thread at real-time priority (SCHED_FIFO 1),
                            so acknowledgements and revocations to subscribers do not wait for
                            a core while parsers fill them; needs CAP_SYS_NICE or LimitRTPRIO=1
@@ -42,7 +47,7 @@ enum ServeCommand {
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys", "admin-key-file", "http", "digest-key"],
+        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys", "admin-key-file", "http", "digest-key", "subscriber-buffer"],
                                                         flags: ["quiet", "no-alerts", "realtime-commit"]), command: "serve")
         let directory = try args.required("data")
         var options = ServerOptions()
@@ -51,6 +56,7 @@ enum ServeCommand {
             options.listen = e
         }
         if let n = try args.int("connections-max", range: 1...10_000) { options.connectionsMax = Int(n) }
+        if let n = try args.int("subscriber-buffer", range: 4096...(1 << 30)) { options.subscriberBytesMax = Int(n) }
         // Every fsync the ledger does is timed for /metrics (the log is opened on this).
         let fsyncLatency = LatencyHistogram()
         if let text = args.string("http") {

@@ -153,6 +153,20 @@ final class SubscriptionHub: @unchecked Sendable {
             lastSeq = firstSeq + UInt64(count) - 1
             guard !live.isEmpty else { return }
             let wanted = live.values.reduce(UInt64(0)) { $0 | $1.typeMask }
+            // Each subscriber's frames of this commit go out as one push, so one send: a send
+            // per event was most of the committer's time, and the acknowledgements wait for it.
+            // Pending bytes are pushed at 64 KiB, so a large commit does not count against a
+            // subscriber that keeps up as if it had fallen behind.
+            var pending = [ObjectIdentifier: (bytes: [UInt8], seq: UInt64)]()
+            func flush(_ key: ObjectIdentifier) {
+                guard let p = pending.removeValue(forKey: key), !p.bytes.isEmpty, let sub = live[key] else { return }
+                if !sub.connection.push(p.bytes) {
+                    if !sub.connection.isClosed {
+                        sub.connection.dropSubscription(reason: "the subscriber fell behind; resubscribe with from_seq \(p.seq)")
+                    }
+                    live[key] = nil
+                }
+            }
             var blockIndex = 0
             var seq = firstSeq
             for batch in batches {
@@ -168,15 +182,14 @@ final class SubscriptionHub: @unchecked Sendable {
                             l.removeLast()
                             line = l
                         }
-                        if !sub.connection.push(Frame(.event, id: sub.frameID, payload: line!).encoded) {
-                            if !sub.connection.isClosed {
-                                sub.connection.dropSubscription(reason: "the subscriber fell behind; resubscribe with from_seq \(seq)")
-                            }
-                            live[key] = nil
-                        }
+                        // The first seq not yet pushed is where a dropped subscriber resumes.
+                        if pending[key] == nil { pending[key] = ([], seq) }
+                        Frame(.event, id: sub.frameID, payload: line!).encode(into: &pending[key]!.bytes)
+                        if pending[key]!.bytes.count >= 64 << 10 { flush(key) }
                     }
                 }
             }
+            for key in Array(pending.keys) { flush(key) }
         }
     }
 

@@ -105,6 +105,75 @@ final class SubscriptionTests: XCTestCase {
         }
     }
 
+    /// A subscriber that stops reading is dropped once its queue passes --subscriber-buffer,
+    /// with an ERROR naming the from_seq to resume at: everything before it was delivered, in
+    /// order, and resubscribing there gives the rest with no gap. (The server pushes a commit's
+    /// frames for a subscriber together; the seq it names must still be the first not sent.)
+    func testASubscriberThatStopsReadingIsDroppedWithWhereToResume() throws {
+        let seed: UInt64 = 11
+        let dir = CLI.temporaryDirectory("subscribe-slow")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var generator = WorkloadGenerator(WorkloadConfiguration(seed: seed, events: 60_000))
+        var lines = [[UInt8]](), events = [Event]()
+        while let e = generator.next() {
+            var line = [UInt8]()
+            NDJSONEncoder.append(e, to: &line)
+            events.append(e)
+            lines.append(line)
+        }
+        let (server, port) = try ServerCrashTests.startServer(dir, extra: ["--subscriber-buffer", "65536"])
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+
+        // Subscribes, with a small receive buffer, and then reads nothing while events arrive.
+        let stalled = try Socket.connect(Endpoint(host: "127.0.0.1", port: port))
+        var small: Int32 = 4096
+        setsockopt(stalled.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        try stalled.write(Frame.preface + Frame(.subscribe, id: 9, text: #"{"from_seq":1}"#).encoded)
+        usleep(200_000)
+        let sent = ServerCrashTests.Results()
+        ServerCrashTests.client(port: port, lines: lines, events: events, seed: seed, results: sent)
+        let total = UInt64(lines.count)
+        XCTAssertEqual(sent.acked.last?.lastSeq, total, "seed \(seed)")
+
+        // Now it reads what it was sent before the drop, to the end of the connection.
+        var parser = FrameParser(payloadBytesMax: 1 << 20)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var seqs = [UInt64](), errors = [String]()
+        var prefaceLeft = Frame.preface.count
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try stalled.read(into: $0) }
+            if n == 0 { break }
+            let skip = min(prefaceLeft, n)
+            prefaceLeft -= skip
+            parser.feed(Array(buffer[skip..<n]))
+            while let f = try parser.next() {
+                switch f.type {
+                case .event:
+                    let text = f.text
+                    let r = try XCTUnwrap(text.range(of: "\"seq\":"))
+                    seqs.append(try XCTUnwrap(UInt64(text[r.upperBound...].prefix(while: { $0.isNumber }))))
+                case .error: errors.append(f.text)
+                default: break
+                }
+            }
+        }
+        stalled.close()
+        XCTAssertEqual(errors.count, 1, "seed \(seed): \(errors)")
+        let text = try XCTUnwrap(errors.first)
+        let r = try XCTUnwrap(text.range(of: "from_seq "), text)
+        let resume = try XCTUnwrap(UInt64(text[r.upperBound...].prefix(while: { $0.isNumber })), text)
+        XCTAssertLessThan(resume, total, "seed \(seed): dropped before the end")
+        XCTAssertEqual(seqs, Array(1..<resume), "seed \(seed): everything before from_seq \(resume), once, in order")
+
+        let rest = Collected()
+        Self.subscriber(port: port, request: #"{"from_seq":\#(resume)}"#, into: rest) { rest.lock.withLock { rest.seqs.last ?? 0 } >= total }
+        XCTAssertEqual(rest.seqs, Array(resume...total), "seed \(seed): resubscribed at \(resume)")
+
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        XCTAssertEqual(server.terminationStatus, 0, "seed \(seed)")
+    }
+
     func testAlertsFromTheStartThenLive() throws {
         let dir = CLI.temporaryDirectory("alerts")
         defer { try? FileManager.default.removeItem(atPath: dir) }
