@@ -11,7 +11,8 @@ import LedgerWorkload
 enum ServerBench {
     static let usage = """
     usage: tokenledger bench server [--events N] [--runs R] [--seed S] [--connections C]
-                                    [--latency-seconds T] [--load F] [--no-scheduler-hints] [--realtime-commit]
+                                    [--latency-seconds T] [--load F | --rate E] [--no-scheduler-hints]
+                                    [--realtime-commit]
 
     Starts a server (fsync always, alerts on) on 127.0.0.1 in a scratch directory and measures,
     R times each, with medians:
@@ -22,7 +23,8 @@ enum ServerBench {
       ack latency for T seconds (default 5), NDJSON batches of 1000 events offered at F
                   (default 0.5: half load) times the framed rate above, each connection a
                   Poisson process: p50 and p99 from when a batch was due to its acknowledgement
-                  (a client held back still counts)
+                  (a client held back still counts); --rate E offers E events/s instead, the
+                  same in every run (to compare two builds at one load)
       revocation  meanwhile, one revocation every 5 ms: p50 and p99 from when it was due to a
                   subscriber (type revoked) receiving it, and where the server spent it
     and the references: loopback TCP throughput of the same bytes into a reader that discards
@@ -34,10 +36,11 @@ enum ServerBench {
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load"], flags: ["no-scheduler-hints", "realtime-commit"]),
+        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load", "rate"], flags: ["no-scheduler-hints", "realtime-commit"]),
                                  command: "bench server")
         let latencySeconds = Double(try args.int("latency-seconds", range: 1...600) ?? 5)
         let load = try args.double("load", range: 0.01...1) ?? 0.5
+        let fixedRate = try args.int("rate", range: 1000...100_000_000).map(Double.init)
         let schedulerHints = !args.has("no-scheduler-hints")
         let realtimeCommit = args.has("realtime-commit")
         let events = Int(try args.int("events", range: 10_000...100_000_000) ?? 2_000_000)
@@ -129,7 +132,7 @@ enum ServerBench {
                 for l in lines[start..<min(lines.count, start + 1000)] { payload += l }
                 return payload
             }
-            let rate = framed.last! * load / 1000 / Double(connections)
+            let rate = (fixedRate ?? framed.last! * load) / 1000 / Double(connections)
             halfLoad.append(rate * 1000 * Double(connections))
             _ = stages.take()
             let latencies = Latencies()
@@ -203,7 +206,7 @@ enum ServerBench {
         print("  framed, pipelined 4096-event batches      \(formatCount(med(framed)).padding(10))events/s acknowledged   target >= 1M")
         print("  framed, client-encoded binary batches     \(formatCount(med(binary)).padding(10))events/s acknowledged   target >= 1M")
         print("  line mode (plain NDJSON lines)            \(formatCount(med(line)).padding(10))events/s committed      target >= 500k")
-        print("  ack latency at \(load == 0.5 ? "half load" : String(format: "%.2f load", load)), p50 / p99       \(String(format2: med(ackP50) * 1000)) / \(String(format2: med(ackP99) * 1000)) ms               target p99 <= 10 ms (\(formatCount(med(halfLoad))) events/s offered)")
+        print("  ack latency at \(fixedRate != nil ? "fixed rate" : load == 0.5 ? "half load" : String(format: "%.2f load", load)), p50 / p99       \(String(format2: med(ackP50) * 1000)) / \(String(format2: med(ackP99) * 1000)) ms               target p99 <= 10 ms (\(formatCount(med(halfLoad))) events/s offered)")
         print("  revocation to subscriber, p50 / p99       \(String(format2: med(revP50) * 1000)) / \(String(format2: med(revP99) * 1000)) ms               target p99 <= 5 ms")
         let stageNames = ["parse", "queued for commit", "write + fsync", "publish", "reply", "server total"]
         func stagesLine(_ o: Int) -> String {
