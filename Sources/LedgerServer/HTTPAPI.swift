@@ -184,6 +184,7 @@ final class HTTPAPI: @unchecked Sendable {
             ("tokenledger_ledger_segments", "gauge", "Segment files in the ledger.", Double(head.segments)),
             ("tokenledger_server_connections", "gauge", "TCP ingest connections open.", Double(stats.connectionsOpen)),
             ("tokenledger_commit_queue_events", "gauge", "Events waiting for the group committer.", Double(server.committer.queueDepth)),
+            ("tokenledger_projection_queue_events", "gauge", "Events committed and not yet applied to the state at the head (alerts, token answers).", Double(server.live?.backlog ?? 0)),
             ("tokenledger_ingest_lines_rejected_total", "counter", "Line-mode lines rejected since the server started.", Double(stats.linesRejected)),
             ("tokenledger_ingest_batches_refused_total", "counter", "Framed batches refused (NACK) since the server started.", Double(stats.batchesRefused)),
             ("tokenledger_authentication_failures_total", "counter", "Gateway or admin authentications refused since the server started.", Double(stats.authenticationFailures)),

@@ -26,6 +26,9 @@ public struct ServerOptions: Sendable {
     public var replyBytesMax = 4 << 20
     /// Events queued for the committer, all connections together.
     public var queueEventsMax = 1 << 20
+    /// Events committed and not yet applied by the projector at the head; past this the
+    /// committer waits for it (and so, through the commit queue, do the readers).
+    public var projectionQueueEventsMax = 1 << 21
     public var blockEventsMax = 16_384
     /// Line mode submits what it has after each read, or after this many events.
     public var lineBatchEvents = 16_384
@@ -117,7 +120,7 @@ public final class LedgerServer: @unchecked Sendable {
         if options.alerts {
             // The state now, from the newest snapshot and the tail, before anything is appended.
             let engine = ProjectionEngine(log: log, store: SnapshotStore(dataDirectory: log.directory))
-            do { live = LiveProjection(try engine.state(at: .head).projection) } catch {
+            do { live = LiveProjection(try engine.state(at: .head).projection, queueEventsMax: options.projectionQueueEventsMax) } catch {
                 logger("no alerts this run: cannot build the state at the head: \(error)")
             }
             for n in engine.notes { logger("note: \(n)") }

@@ -247,24 +247,39 @@ final class LiveProjection: @unchecked Sendable {
     private let stateLock = Condition()
     private let projection: Projection
     private var queue: [(UInt64, [EventBatch])] = []
+    /// Events enqueued and not yet applied (taken ones count until applied).
+    private var queuedEvents = 0
+    private(set) var queuedEventsHighWater = 0
+    let queueEventsMax: Int
     private var subscribers: [ObjectIdentifier: (FramedConnection, UInt64)] = [:]
     private var stopping = false
 
-    init(_ projection: Projection) {
+    init(_ projection: Projection, queueEventsMax: Int = 1 << 21) {
         self.projection = projection
+        self.queueEventsMax = queueEventsMax
         startThread(name: "tl-project") { [self] in run() }
     }
 
-    /// From the committer thread; never blocks for long.
+    /// From the committer thread. Waits while `queueEventsMax` events are waiting to be
+    /// applied: a projector that falls behind (a slow core, a burst of client-encoded batches)
+    /// then holds the committer, the commit queue fills, readers stop reading and TCP pushes
+    /// back, instead of decoded blocks piling up in memory without limit.
     func enqueue(firstSeq: UInt64, batches: [EventBatch]) {
+        let count = batches.reduce(0) { $0 + $1.count }
         queueLock.mutex.locked {
+            while !stopping && queuedEvents > 0 && queuedEvents + count > queueEventsMax { queueLock.wait() }
             queue.append((firstSeq, batches))
-            queueLock.signal()
+            queuedEvents += count
+            queuedEventsHighWater = max(queuedEventsHighWater, queuedEvents)
+            queueLock.broadcast()
         }
     }
 
+    /// Events committed and not yet applied to the head's state (/metrics).
+    var backlog: Int { queueLock.mutex.locked { queuedEvents } }
+
     func stop() {
-        queueLock.mutex.locked { stopping = true; queueLock.signal() }
+        queueLock.mutex.locked { stopping = true; queueLock.broadcast() }
         stateLock.mutex.locked { stateLock.broadcast() }
     }
 
@@ -287,6 +302,11 @@ final class LiveProjection: @unchecked Sendable {
                         case let .block(block): projection.apply(block, firstSeq: first)
                         }
                         first += UInt64(batch.count)
+                    }
+                    let applied = Int(first - start)
+                    queueLock.mutex.locked {
+                        queuedEvents -= applied
+                        queueLock.broadcast()
                     }
                     if projection.anomalyCount > before && !subscribers.isEmpty && first > start {
                         for a in projection.anomalies(seq: start...(first - 1)) {
