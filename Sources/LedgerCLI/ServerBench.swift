@@ -11,8 +11,8 @@ import LedgerWorkload
 enum ServerBench {
     static let usage = """
     usage: tokenledger bench server [--events N] [--runs R] [--seed S] [--connections C]
-                                    [--latency-seconds T] [--load F | --rate E] [--no-scheduler-hints]
-                                    [--realtime-commit]
+                                    [--latency-seconds T] [--load F | --rate E] [--arrivals A]
+                                    [--no-scheduler-hints] [--realtime-commit]
 
     Starts a server (fsync always, alerts on) on 127.0.0.1 in a scratch directory and measures,
     R times each, with medians:
@@ -21,26 +21,38 @@ enum ServerBench {
       binary      the same, with batches the client encoded (canonical block payloads)
       line        C connections sending the same NDJSON as plain lines: events committed/s
       ack latency for T seconds (default 5), NDJSON batches of 1000 events offered at F
-                  (default 0.5: half load) times the framed rate above, each connection a
-                  Poisson process: p50 and p99 from when a batch was due to its acknowledgement
-                  (a client held back still counts); --rate E offers E events/s instead, the
-                  same in every run (to compare two builds at one load)
+                  (default 0.5: half load) times the framed rate above (see --arrivals): p50
+                  and p99 from when a batch was due to its acknowledgement (a client held back
+                  still counts); --rate E offers E events/s instead, the same in every run (to
+                  compare two builds at one load). Also the CPU per event, by thread, over the
+                  middle of the phase, and how busy the whole machine was
       revocation  meanwhile, one revocation every 5 ms: p50 and p99 from when it was due to a
                   subscriber (type revoked) receiving it, and where the server spent it
     and the references: loopback TCP throughput of the same bytes into a reader that discards
     them, and fdatasync latency of a 4 KiB write in the scratch directory.
 
+      --arrivals A           batches (default): each connection offers its batches as a Poisson
+                             process, so one connection sometimes sends several at once;
+                             gateways: each connection's events arrive as a Poisson process and
+                             it sends a batch when it holds 1000 (as `send` does at its batch
+                             size), so batches are near-periodic, at a random phase per connection
       --no-scheduler-hints   run the server without its scheduler hints (serve's defaults
                              otherwise), to measure what they do
       --realtime-commit      run the committer at real-time priority (as serve's option)
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load", "rate"], flags: ["no-scheduler-hints", "realtime-commit"]),
+        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load", "rate", "arrivals"], flags: ["no-scheduler-hints", "realtime-commit"]),
                                  command: "bench server")
         let latencySeconds = Double(try args.int("latency-seconds", range: 1...600) ?? 5)
         let load = try args.double("load", range: 0.01...1) ?? 0.5
         let fixedRate = try args.int("rate", range: 1000...100_000_000).map(Double.init)
+        let gatewayArrivals: Bool
+        switch args.string("arrivals") ?? "batches" {
+        case "gateways": gatewayArrivals = true
+        case "batches": gatewayArrivals = false
+        case let other: throw .usage("bench server", "--arrivals expects gateways or batches, got \"\(other)\"")
+        }
         let schedulerHints = !args.has("no-scheduler-hints")
         let realtimeCommit = args.has("realtime-commit")
         let events = Int(try args.int("events", range: 10_000...100_000_000) ?? 2_000_000)
@@ -147,7 +159,7 @@ enum ServerBench {
             for c in 0..<connections {
                 let mine = (0..<durationBatches).map { small[(c * durationBatches + $0) % small.count] }
                 spawn(group) {
-                    let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate, arrivalSeed: seed &* 31 &+ UInt64(c),
+                    let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate, arrivalSeed: seed &* 31 &+ UInt64(c), gatewayArrivals: gatewayArrivals,
                                            shortSlices: schedulerHints, timeline: timeline)
                     latencies.addAcks(l)
                 }
@@ -349,7 +361,7 @@ enum ServerBench {
     /// With `paceBatchesPerSecond`, batches are offered as a Poisson process of that rate
     /// (exponential gaps drawn from `arrivalSeed`), as independent gateways would send them;
     /// clients pacing in lockstep would instead offer every connection's batch at once.
-    static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, arrivalSeed: UInt64 = 0,
+    static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, arrivalSeed: UInt64 = 0, gatewayArrivals: Bool = false,
                              type: FrameType = .batch, shortSlices: Bool = false, timeline: Timeline? = nil) -> [Double] {
         guard let client = try? FramedClient(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
         let socket = client.socket
@@ -380,11 +392,25 @@ enum ServerBench {
         }
         if shortSlices { requestShortSlices() }
         var arrivals = SplitMix64(seed: arrivalSeed)
+        func exponential(_ rate: Double) -> Double { -log(1 - Double(arrivals.next() >> 11) / Double(1 << 53)) / rate }
         var due = monotonicNanoseconds()
+        if gatewayArrivals, let pace = paceBatchesPerSecond {
+            // Independent gateways: each starts at its own point in its batch cycle.
+            due += UInt64(Double(arrivals.next() >> 11) / Double(1 << 53) / pace * 1e9)
+        }
         for (i, b) in batches.enumerated() {
             if let pace = paceBatchesPerSecond {
-                let u = Double(arrivals.next() >> 11) / Double(1 << 53)
-                due += UInt64(-log(1 - u) / pace * 1e9)
+                if gatewayArrivals {
+                    // A gateway's events arrive as a Poisson process; it sends a batch when it
+                    // holds 1000 of them (as `send` does at its batch size), so a batch is due
+                    // when its last event arrived.
+                    let eventsPerBatch = 1000.0, eventRate = pace * eventsPerBatch
+                    var gap = 0.0
+                    for _ in 0..<Int(eventsPerBatch) { gap += exponential(eventRate) }
+                    due += UInt64(gap * 1e9)
+                } else {
+                    due += UInt64(exponential(pace) * 1e9)
+                }
                 let now = monotonicNanoseconds()
                 if due > now { usleep(UInt32((due - now) / 1000)) }
             }
