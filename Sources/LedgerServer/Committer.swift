@@ -77,6 +77,8 @@ final class Committer: @unchecked Sendable {
     /// Called on the committer thread after each durable commit, before any completion: the
     /// first seq, the events in order, their blocks. Must not block.
     var onDurable: ((UInt64, [EventBatch], [BlockLocation]) -> Void)?
+    /// Called once, on the committer thread, when an append fails and the log stops taking more.
+    var onFailure: ((StorageError) -> Void)?
 
     let stageTimes: StageTimes?
     let schedulerHints: Bool
@@ -218,6 +220,7 @@ final class Committer: @unchecked Sendable {
                 failure = error
                 condition.broadcast()
             }
+            onFailure?(error)
             for s in taken { s.completion(.failure(error)) }
         }
     }

@@ -131,6 +131,9 @@ public final class LedgerServer: @unchecked Sendable {
             live?.enqueue(firstSeq: first, batches: batches)
         }
         committer.onCommit = { [weak self] events, _ in self?.update { $0.eventsCommitted += events } }
+        committer.onFailure = { [logger] error in
+            logger("the ledger failed and takes no more appends: \(error); every batch from now on is answered \"not committed\"; what was acknowledged is on disk; fix the cause and restart")
+        }
         if let refusal = committer.start(realtime: options.realtimeCommit), options.realtimeCommit {
             logger("--realtime-commit: \(refusal) (needs CAP_SYS_NICE, or LimitRTPRIO=1 under systemd); the committer runs at normal priority")
         }
