@@ -12,7 +12,7 @@ enum ServerBench {
     static let usage = """
     usage: tokenledger bench server [--events N] [--runs R] [--seed S] [--connections C]
                                     [--latency-seconds T] [--load F | --rate E] [--arrivals A]
-                                    [--no-scheduler-hints] [--realtime-commit]
+                                    [--show-slowest N] [--no-scheduler-hints] [--realtime-commit]
 
     Starts a server (fsync always, alerts on) on 127.0.0.1 in a scratch directory and measures,
     R times each, with medians:
@@ -36,17 +36,21 @@ enum ServerBench {
                              gateways: each connection's events arrive as a Poisson process and
                              it sends a batch when it holds 1000 (as `send` does at its batch
                              size), so batches are near-periodic, at a random phase per connection
+      --show-slowest N       on stderr, for the N slowest batches of each run: the frames around
+                             each on its connection (due, written, read, parsed, durable,
+                             acknowledged, in ms from when it was due)
       --no-scheduler-hints   run the server without its scheduler hints (serve's defaults
                              otherwise), to measure what they do
       --realtime-commit      run the committer at real-time priority (as serve's option)
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load", "rate", "arrivals"], flags: ["no-scheduler-hints", "realtime-commit"]),
+        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load", "rate", "arrivals", "show-slowest"], flags: ["no-scheduler-hints", "realtime-commit"]),
                                  command: "bench server")
         let latencySeconds = Double(try args.int("latency-seconds", range: 1...600) ?? 5)
         let load = try args.double("load", range: 0.01...1) ?? 0.5
         let fixedRate = try args.int("rate", range: 1000...100_000_000).map(Double.init)
+        let showSlowest = Int(try args.int("show-slowest", range: 0...100) ?? 0)
         let gatewayArrivals: Bool
         switch args.string("arrivals") ?? "batches" {
         case "gateways": gatewayArrivals = true
@@ -200,6 +204,7 @@ enum ServerBench {
             revP50.append(percentile(revs, 0.5)); revP99.append(percentile(revs, 0.99))
             progress.update(force: true, "run \(r + 1): ack p99 \(String(format2: ackP99.last! * 1000)) ms over \(acks.count) batches; revocation p99 \(String(format2: revP99.last! * 1000)) ms over \(revs.count) of \(revocations)")
             let taken = stages.take()
+            timeline.showSlowest(taken.filter { $0.events > 1 }, count: showSlowest)
             if let parts = timeline.slowestParts(taken.filter { $0.events > 1 }) {
                 for (i, p) in parts.enumerated() { slowParts[i].append(p.1) }
                 slowNames = parts.map(\.0)
@@ -258,6 +263,28 @@ enum ServerBench {
         func add(peer: String, _ m: [ClientMarks]) { lock.withLock { marks[peer] = m } }
 
         /// For the batches at or above the p99 acknowledgement latency: the median of each part.
+        /// For the `count` slowest batches: the frames around each on its connection, in ms from
+        /// when it was due (stderr), to see a backlog forming and draining.
+        func showSlowest(_ rows: [StageTimes.Row], count: Int) {
+            guard count > 0 else { return }
+            let joined: [(ClientMarks, StageTimes.Row)] = lock.withLock {
+                rows.compactMap { r in
+                    guard let m = marks[r.peer], Int(r.frameID) < m.count, m[Int(r.frameID)].ackAt > 0 else { return nil }
+                    return (m[Int(r.frameID)], r)
+                }
+            }
+            let byPeer = Dictionary(grouping: joined, by: { $0.1.peer })
+            for (m, r) in joined.sorted(by: { $0.0.ackAt - $0.0.due > $1.0.ackAt - $1.0.due }).prefix(count) {
+                printError(String(format: "bench: slow batch %@ #%llu: %.2f ms from due to acknowledged", r.peer, r.frameID, Double(m.ackAt - m.due) / 1e6))
+                let around = (byPeer[r.peer] ?? []).filter { $0.1.frameID + 6 >= r.frameID && $0.1.frameID <= r.frameID + 1 }.sorted { $0.1.frameID < $1.1.frameID }
+                for (mm, rr) in around {
+                    let at = { (t: UInt64) in String(format: "%8.2f", Double(Int64(bitPattern: t &- m.due)) / 1e6) }
+                    let parsed = rr.receivedAt + rr.parse, durable = parsed + rr.queued + rr.commit
+                    printError("bench:   #\(rr.frameID) due \(at(mm.due))  written \(at(mm.writeEnd))  read \(at(rr.receivedAt))  parsed \(at(parsed))  durable \(at(durable))  acknowledged \(at(mm.ackAt))")
+                }
+            }
+        }
+
         func slowestParts(_ rows: [StageTimes.Row]) -> [(String, Double)]? {
             let joined: [(ClientMarks, StageTimes.Row)] = lock.withLock {
                 rows.compactMap { r in
