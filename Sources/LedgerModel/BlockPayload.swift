@@ -409,11 +409,11 @@ public struct BlockPayloadEncoder {
             [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
                 let start = buffer.baseAddress!
                 var o = start
-                putVarint(UInt64(count), &o)
-                putVarint(UInt64(stringCount), &o)
+                writeVarint(UInt64(count), &o)
+                writeVarint(UInt64(stringCount), &o)
                 for id in 0..<stringCount { BlockPayloadEncoder.putString(c.interner.bytes(id), &o) }
-                putVarint(UInt64(PayloadStream.count), &o)
-                for i in 0..<PayloadStream.count { putVarint(UInt64(c.streams[i].count), &o) }
+                writeVarint(UInt64(PayloadStream.count), &o)
+                for i in 0..<PayloadStream.count { writeVarint(UInt64(c.streams[i].count), &o) }
                 for i in 0..<PayloadStream.count {
                     let n = c.streams[i].count
                     if n > 0 { o.update(from: c.streams[i].base, count: n) }
@@ -422,17 +422,6 @@ public struct BlockPayloadEncoder {
                 initialized = o - start
             }
         }
-    }
-
-    @inline(__always) private func putVarint(_ value: UInt64, _ o: inout UnsafeMutablePointer<UInt8>) {
-        var v = value
-        while v >= 0x80 {
-            o.pointee = UInt8(truncatingIfNeeded: v) | 0x80
-            o += 1
-            v >>= 7
-        }
-        o.pointee = UInt8(truncatingIfNeeded: v)
-        o += 1
     }
 
     /// Writes one string table entry; `o` has room for kind + 10-byte length + the bytes.
@@ -447,14 +436,7 @@ public struct BlockPayloadEncoder {
         } else {
             o.pointee = StringKind.raw
             o += 1
-            var v = UInt64(n)
-            while v >= 0x80 {
-                o.pointee = UInt8(truncatingIfNeeded: v) | 0x80
-                o += 1
-                v >>= 7
-            }
-            o.pointee = UInt8(truncatingIfNeeded: v)
-            o += 1
+            writeVarint(UInt64(n), &o)
             if n > 0 { UnsafeMutableRawPointer(o).copyMemory(from: bytes.baseAddress!, byteCount: n) }
             o += n
         }

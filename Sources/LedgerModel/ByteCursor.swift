@@ -11,6 +11,19 @@
     out.append(UInt8(v))
 }
 
+/// The same varint, written through a raw pointer that has room for 10 bytes, which it advances
+/// (the block encoder's buffers, without `Array`'s checks).
+@inline(__always) func writeVarint(_ value: UInt64, _ o: inout UnsafeMutablePointer<UInt8>) {
+    var v = value
+    while v >= 0x80 {
+        o.pointee = UInt8(truncatingIfNeeded: v) | 0x80
+        o += 1
+        v >>= 7
+    }
+    o.pointee = UInt8(truncatingIfNeeded: v)
+    o += 1
+}
+
 @inline(__always) public func zigzag(_ value: Int64) -> UInt64 {
     UInt64(bitPattern: (value << 1) ^ (value >> 63))
 }

@@ -53,14 +53,8 @@ extension RawVec where T == UInt8 {
 
     @inline(__always) mutating func appendVarint(_ value: UInt64) {
         var p = reserve(10)
-        var v = value
-        while v >= 0x80 {
-            p.pointee = UInt8(truncatingIfNeeded: v) | 0x80
-            p += 1
-            v >>= 7
-        }
-        p.pointee = UInt8(truncatingIfNeeded: v)
-        count = p - base + 1
+        writeVarint(value, &p)
+        count = p - base
     }
 }
 

@@ -19,14 +19,19 @@ enum StringPacking {
     /// written some bytes, maybe) when `s` is not one.
     @inline(__always) static func packUUID(_ s: UnsafeRawBufferPointer, into out: UnsafeMutablePointer<UInt8>) -> Bool {
         guard s.count == 36, s[8] == 0x2D, s[13] == 0x2D, s[18] == 0x2D, s[23] == 0x2D else { return false }
-        var i = 0
-        var o = 0
-        while i < 36 {
-            if i == 8 || i == 13 || i == 18 || i == 23 { i &+= 1; continue }
+        return packHex(s, from: 0, bytes: 4, into: out) && packHex(s, from: 9, bytes: 2, into: out + 4)
+            && packHex(s, from: 14, bytes: 2, into: out + 6) && packHex(s, from: 19, bytes: 2, into: out + 8)
+            && packHex(s, from: 24, bytes: 6, into: out + 10)
+    }
+
+    /// Packs `bytes` bytes of lowercase hex text starting at `s[from]` into `out`.
+    /// - Returns: false at the first byte that is not a lowercase hex digit.
+    @inline(__always) private static func packHex(_ s: UnsafeRawBufferPointer, from: Int, bytes: Int, into out: UnsafeMutablePointer<UInt8>) -> Bool {
+        var i = from
+        for o in 0..<bytes {
             let hi = hexTable[Int(s[i])], lo = hexTable[Int(s[i &+ 1])]
             guard hi | lo < 16 else { return false }
             out[o] = hi << 4 | lo
-            o &+= 1
             i &+= 2
         }
         return true
@@ -64,16 +69,7 @@ enum StringPacking {
     @inline(__always) static func packFingerprint(_ s: UnsafeRawBufferPointer, into out: UnsafeMutablePointer<UInt8>) -> Bool {
         guard s.count == 71, s[0] == 0x73, s[1] == 0x68, s[2] == 0x61, s[3] == 0x32, s[4] == 0x35, s[5] == 0x36, s[6] == 0x3A
         else { return false }
-        var i = 7
-        var o = 0
-        while i < 71 {
-            let hi = hexTable[Int(s[i])], lo = hexTable[Int(s[i &+ 1])]
-            guard hi | lo < 16 else { return false }
-            out[o] = hi << 4 | lo
-            o &+= 1
-            i &+= 2
-        }
-        return true
+        return packHex(s, from: 7, bytes: 32, into: out)
     }
 
     static let fingerprintTextBytes = 71
