@@ -204,12 +204,13 @@ enum ServerBench {
             revP50.append(percentile(revs, 0.5)); revP99.append(percentile(revs, 0.99))
             progress.update(force: true, "run \(r + 1): ack p99 \(String(format2: ackP99.last! * 1000)) ms over \(acks.count) batches; revocation p99 \(String(format2: revP99.last! * 1000)) ms over \(revs.count) of \(revocations)")
             let taken = stages.take()
-            timeline.showSlowest(taken.filter { $0.events > 1 }, count: showSlowest)
-            if let parts = timeline.slowestParts(taken.filter { $0.events > 1 }) {
+            let batchRows = taken.filter { $0.events > 1 }
+            timeline.showSlowest(batchRows, count: showSlowest)
+            if let parts = timeline.slowestParts(batchRows) {
                 for (i, p) in parts.enumerated() { slowParts[i].append(p.1) }
                 slowNames = parts.map(\.0)
             }
-            for (offset, rows) in [(0, taken.filter { $0.events == 1 }), (6, taken.filter { $0.events > 1 })] {
+            for (offset, rows) in [(0, taken.filter { $0.events == 1 }), (6, batchRows)] {
                 for (i, stage) in [\StageTimes.Row.parse, \.queued, \.commit, \.publish, \.reply, \.total].enumerated() {
                     let v = rows.map { Double($0[keyPath: stage]) / 1e9 }.sorted()
                     stageP50[offset + i].append(percentile(v, 0.5)); stageP99[offset + i].append(percentile(v, 0.99))
@@ -267,12 +268,7 @@ enum ServerBench {
         /// when it was due (stderr), to see a backlog forming and draining.
         func showSlowest(_ rows: [StageTimes.Row], count: Int) {
             guard count > 0 else { return }
-            let joined: [(ClientMarks, StageTimes.Row)] = lock.withLock {
-                rows.compactMap { r in
-                    guard let m = marks[r.peer], Int(r.frameID) < m.count, m[Int(r.frameID)].ackAt > 0 else { return nil }
-                    return (m[Int(r.frameID)], r)
-                }
-            }
+            let joined = join(rows)
             let byPeer = Dictionary(grouping: joined, by: { $0.1.peer })
             for (m, r) in joined.sorted(by: { $0.0.ackAt - $0.0.due > $1.0.ackAt - $1.0.due }).prefix(count) {
                 printError(String(format: "bench: slow batch %@ #%llu: %.2f ms from due to acknowledged", r.peer, r.frameID, Double(m.ackAt - m.due) / 1e6))
@@ -285,13 +281,18 @@ enum ServerBench {
             }
         }
 
-        func slowestParts(_ rows: [StageTimes.Row]) -> [(String, Double)]? {
-            let joined: [(ClientMarks, StageTimes.Row)] = lock.withLock {
+        /// Each acknowledged batch's client marks with the server's row for it.
+        private func join(_ rows: [StageTimes.Row]) -> [(ClientMarks, StageTimes.Row)] {
+            lock.withLock {
                 rows.compactMap { r in
                     guard let m = marks[r.peer], Int(r.frameID) < m.count, m[Int(r.frameID)].ackAt > 0 else { return nil }
                     return (m[Int(r.frameID)], r)
                 }
             }
+        }
+
+        func slowestParts(_ rows: [StageTimes.Row]) -> [(String, Double)]? {
+            let joined = join(rows)
             guard joined.count >= 100 else { return nil }
             let sorted = joined.sorted { $0.0.ackAt - $0.0.due < $1.0.ackAt - $1.0.due }
             let slow = sorted[(sorted.count * 99 / 100)...]
