@@ -12,7 +12,8 @@ enum ServerBench {
     static let usage = """
     usage: tokenledger bench server [--events N] [--runs R] [--seed S] [--connections C]
                                     [--latency-seconds T] [--load F | --rate E] [--arrivals A]
-                                    [--show-slowest N] [--no-scheduler-hints] [--realtime-commit]
+                                    [--batch-events B] [--show-slowest N] [--no-scheduler-hints]
+                                    [--realtime-commit]
 
     Starts a server (fsync always, alerts on) on 127.0.0.1 in a scratch directory and measures,
     R times each, with medians:
@@ -20,7 +21,7 @@ enum ServerBench {
                   events acknowledged per second
       binary      the same, with batches the client encoded (canonical block payloads)
       line        C connections sending the same NDJSON as plain lines: events committed/s
-      ack latency for T seconds (default 5), NDJSON batches of 1000 events offered at F
+      ack latency for T seconds (default 5), NDJSON batches of B events (default 1000) offered at F
                   (default 0.5: half load) times the framed rate above (see --arrivals): p50
                   and p99 from when a batch was due to its acknowledgement (a client held back
                   still counts); --rate E offers E events/s instead, the same in every run (to
@@ -34,8 +35,10 @@ enum ServerBench {
       --arrivals A           batches (default): each connection offers its batches as a Poisson
                              process, so one connection sometimes sends several at once;
                              gateways: each connection's events arrive as a Poisson process and
-                             it sends a batch when it holds 1000 (as `send` does at its batch
-                             size), so batches are near-periodic, at a random phase per connection
+                             it sends a batch when it holds B (as `send` does at its batch size),
+                             so batches are near-periodic, at a random phase per connection
+      --batch-events B       events per batch in the latency phase (default 1000): a gateway's
+                             batch size trades its CPU per event against how long a batch waits
       --show-slowest N       on stderr, for the N slowest batches of each run: the frames around
                              each on its connection (due, written, read, parsed, durable,
                              acknowledged, in ms from when it was due)
@@ -45,12 +48,13 @@ enum ServerBench {
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load", "rate", "arrivals", "show-slowest"], flags: ["no-scheduler-hints", "realtime-commit"]),
+        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load", "rate", "arrivals", "show-slowest", "batch-events"], flags: ["no-scheduler-hints", "realtime-commit"]),
                                  command: "bench server")
         let latencySeconds = Double(try args.int("latency-seconds", range: 1...600) ?? 5)
         let load = try args.double("load", range: 0.01...1) ?? 0.5
         let fixedRate = try args.int("rate", range: 1000...100_000_000).map(Double.init)
         let showSlowest = Int(try args.int("show-slowest", range: 0...100) ?? 0)
+        let batchEvents = Int(try args.int("batch-events", range: 1...65_536) ?? 1000)
         let gatewayArrivals: Bool
         switch args.string("arrivals") ?? "batches" {
         case "gateways": gatewayArrivals = true
@@ -91,7 +95,7 @@ enum ServerBench {
         printError("bench: \(events) events, \(totalBytes / events) bytes/event of NDJSON, \(connections) connections, \(runs) runs")
 
         var loopback = [Double](), fsyncP50 = [Double](), fsyncP99 = [Double]()
-        // Per stage (parse, queued, commit, publish, reply, total): revocations, then 1000-event batches.
+        // Per stage (parse, queued, commit, publish, reply, total): revocations, then the latency phase's batches.
         var slowParts = [[Double]](repeating: [], count: 6), slowNames = [String]()
         var stageP50 = [[Double]](repeating: [], count: 12), stageP99 = [[Double]](repeating: [], count: 12)
         var cpuServer = [Double](), cpuClients = [Double](), machineBusy = [Double](), cpuThreads = [String: [Double]]()
@@ -136,20 +140,20 @@ enum ServerBench {
             line.append(Double(events) / seconds(since: t1))
             progress.update(force: true, "run \(r + 1): line \(formatCount(line.last!)) events/s committed")
 
-            // Half load: batches of 1000 at half the framed rate, with revocations on the side.
+            // Half load: batches of B (1000) at half the framed rate, with revocations on the side.
             // Let the server's projector finish the burst above, so the latency phase measures
             // half load, not the tail of full load.
             usleep(1_500_000)
             // The maximum load is the framed NDJSON rate, what `send` offers by default; half of
-            // it, in batches of 1000. (The binary-batch rate is a burst the projector cannot keep
+            // it, in batches of B. (The binary-batch rate is a burst the projector cannot keep
             // up with: it catches up afterwards, so half of it is not a sustainable load.)
-            let small: [[UInt8]] = stride(from: 0, to: lines.count, by: 1000).map { start in
+            let small: [[UInt8]] = stride(from: 0, to: lines.count, by: batchEvents).map { start in
                 var payload = [UInt8]()
-                for l in lines[start..<min(lines.count, start + 1000)] { payload += l }
+                for l in lines[start..<min(lines.count, start + batchEvents)] { payload += l }
                 return payload
             }
-            let rate = (fixedRate ?? framed.last! * load) / 1000 / Double(connections)
-            halfLoad.append(rate * 1000 * Double(connections))
+            let rate = (fixedRate ?? framed.last! * load) / Double(batchEvents) / Double(connections)
+            halfLoad.append(rate * Double(batchEvents) * Double(connections))
             _ = stages.take()
             let latencies = Latencies()
             let timeline = Timeline()
@@ -164,7 +168,7 @@ enum ServerBench {
                 let mine = (0..<durationBatches).map { small[(c * durationBatches + $0) % small.count] }
                 spawn(group) {
                     let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate, arrivalSeed: seed &* 31 &+ UInt64(c), gatewayArrivals: gatewayArrivals,
-                                           shortSlices: schedulerHints, timeline: timeline)
+                                           eventsPerBatch: batchEvents, shortSlices: schedulerHints, timeline: timeline)
                     latencies.addAcks(l)
                 }
             }
@@ -192,7 +196,7 @@ enum ServerBench {
             cpuDone.wait()
             if let cpu {
                 let server = cpu.threads.filter { !$0.key.hasPrefix("tl-bench") }.values.reduce(0, +)
-                let perEvent = { (x: Double) in x / (rate * Double(connections) * 1000 * cpu.seconds) * 1e6 }
+                let perEvent = { (x: Double) in x / (rate * Double(connections) * Double(batchEvents) * cpu.seconds) * 1e6 }
                 cpuServer.append(perEvent(server)); cpuClients.append(perEvent(cpu.process - server)); machineBusy.append(cpu.machine)
                 for name in ["tl-conn-read", "tl-commit", "tl-project"] { cpuThreads[name, default: []].append(perEvent(cpu.threads[name] ?? 0)) }
             }
@@ -271,7 +275,7 @@ enum ServerBench {
             let joined = join(rows)
             let byPeer = Dictionary(grouping: joined, by: { $0.1.peer })
             for (m, r) in joined.sorted(by: { $0.0.ackAt - $0.0.due > $1.0.ackAt - $1.0.due }).prefix(count) {
-                printError(String(format: "bench: slow batch %@ #%llu: %.2f ms from due to acknowledged", r.peer, r.frameID, Double(m.ackAt - m.due) / 1e6))
+                printError(String(format: "bench: slow batch %@ #%llu: %.2f ms from due to acknowledged (due at CLOCK_MONOTONIC %.3f s)", r.peer, r.frameID, Double(m.ackAt - m.due) / 1e6, Double(m.due) / 1e9))
                 let around = (byPeer[r.peer] ?? []).filter { $0.1.frameID + 6 >= r.frameID && $0.1.frameID <= r.frameID + 1 }.sorted { $0.1.frameID < $1.1.frameID }
                 for (mm, rr) in around {
                     let at = { (t: UInt64) in String(format: "%8.2f", Double(Int64(bitPattern: t &- m.due)) / 1e6) }
@@ -390,7 +394,7 @@ enum ServerBench {
     /// (exponential gaps drawn from `arrivalSeed`), as independent gateways would send them;
     /// clients pacing in lockstep would instead offer every connection's batch at once.
     static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, arrivalSeed: UInt64 = 0, gatewayArrivals: Bool = false,
-                             type: FrameType = .batch, shortSlices: Bool = false, timeline: Timeline? = nil) -> [Double] {
+                             eventsPerBatch: Int = 1000, type: FrameType = .batch, shortSlices: Bool = false, timeline: Timeline? = nil) -> [Double] {
         guard let client = try? FramedClient(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
         let socket = client.socket
         let peer = "127.0.0.1:\(socket.localPort)"
@@ -430,11 +434,11 @@ enum ServerBench {
             if let pace = paceBatchesPerSecond {
                 if gatewayArrivals {
                     // A gateway's events arrive as a Poisson process; it sends a batch when it
-                    // holds 1000 of them (as `send` does at its batch size), so a batch is due
-                    // when its last event arrived.
-                    let eventsPerBatch = 1000.0, eventRate = pace * eventsPerBatch
+                    // holds a batch of them (as `send` does at its batch size), so a batch is
+                    // due when its last event arrived.
+                    let eventRate = pace * Double(eventsPerBatch)
                     var gap = 0.0
-                    for _ in 0..<Int(eventsPerBatch) { gap += exponential(eventRate) }
+                    for _ in 0..<eventsPerBatch { gap += exponential(eventRate) }
                     due += UInt64(gap * 1e9)
                 } else {
                     due += UInt64(exponential(pace) * 1e9)
