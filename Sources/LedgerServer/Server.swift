@@ -399,7 +399,6 @@ final class FramedConnection: @unchecked Sendable {
         var parser = FrameParser(payloadBytesMax: server.options.framePayloadBytesMax)
         parser.feed(initial)
         var stopBudget: Int?
-        var buffer = [UInt8](repeating: 0, count: 256 << 10)
         reading: while true {
             do {
                 while let frame = try parser.next() {
@@ -414,14 +413,13 @@ final class FramedConnection: @unchecked Sendable {
                 break
             }
             let n: Int
-            do { n = try buffer.withUnsafeMutableBytes { try server.read(socket, into: $0, stopBudget: &stopBudget) } } catch { break }
+            do { n = try parser.receive { buffer throws(SocketError) in try server.read(socket, into: buffer, stopBudget: &stopBudget) } } catch { break }
             if n == 0 {
                 if parser.bufferedBytes > 0 {
                     server.logger("framed \(peer): connection ended inside a frame; \(parser.bufferedBytes) bytes of it dropped")
                 }
                 break
             }
-            buffer.withUnsafeBytes { parser.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
         if subscribed {
             server.hub.leave(self)
