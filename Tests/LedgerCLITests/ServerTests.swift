@@ -450,7 +450,7 @@ final class ServerTests: XCTestCase {
         let context = "seed \(seed)"
         // nc as a real shipper, alongside two connections of our own.
         let file = dir + "/nc-input.ndjson"
-        FileManager.default.createFile(atPath: file, contents: Data(nBytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data(nBytes)), "seed \(seed): \(file)")
         let nc = Process()
         nc.executableURL = URL(fileURLWithPath: "/usr/bin/nc")
         nc.arguments = ["-q1", "127.0.0.1", String(server.port)]
