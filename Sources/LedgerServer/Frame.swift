@@ -131,19 +131,15 @@ public struct FrameParser {
 
     public mutating func feed(_ bytes: UnsafeRawBufferPointer) {
         var rest = bytes
-        if var p = pending {
-            // Taken out first, so the payload is written in place (one reference).
-            pending = nil
-            let k = min(rest.count, p.payload.count - p.filled)
-            p.payload.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: p.filled).copyMemory(from: rest.baseAddress!, byteCount: k) }
-            p.filled += k
-            pending = p
-            rest = UnsafeRawBufferPointer(rebasing: rest[k...])
+        while !rest.isEmpty {
+            // The same path as a socket read: into a pending payload first, then the buffer.
+            let n = receive { (room: UnsafeMutableRawBufferPointer) -> Int in
+                let k = min(room.count, rest.count)
+                room.baseAddress!.copyMemory(from: rest.baseAddress!, byteCount: k)
+                return k
+            }
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
         }
-        guard !rest.isEmpty else { return }
-        makeRoom(rest.count)
-        buffer.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: used).copyMemory(from: rest.baseAddress!, byteCount: rest.count) }
-        used += rest.count
     }
 
     public mutating func feed(_ bytes: [UInt8]) {
@@ -151,15 +147,16 @@ public struct FrameParser {
     }
 
     /// Reads once from the stream with `read` (which returns the byte count, 0 at its end):
-    /// into the pending frame's payload, up to its end, when there is one, else into the
-    /// buffer, up to `readBytesMax`.
-    public mutating func receive(_ read: (UnsafeMutableRawBufferPointer) throws(SocketError) -> Int) throws(SocketError) -> Int {
-        var result: Result<Int, SocketError> = .success(0)
-        if var p = pending {
+    /// into the pending frame's payload, up to its end, when there is one to fill, else into
+    /// the buffer, up to `readBytesMax`.
+    public mutating func receive<E: Error>(_ read: (UnsafeMutableRawBufferPointer) throws(E) -> Int) throws(E) -> Int {
+        var result: Result<Int, E> = .success(0)
+        if var p = pending, p.filled < p.payload.count {
+            // Taken out first, so the payload is written in place (one reference).
             pending = nil
             let filled = p.filled
             p.payload.withUnsafeMutableBytes { raw in
-                result = Result { () throws(SocketError) -> Int in try read(UnsafeMutableRawBufferPointer(rebasing: raw[filled...])) }
+                result = Result { () throws(E) -> Int in try read(UnsafeMutableRawBufferPointer(rebasing: raw[filled...])) }
             }
             if case let .success(n) = result { p.filled += n }
             pending = p
@@ -167,7 +164,7 @@ public struct FrameParser {
             makeRoom(Self.readBytesMax)
             let at = used
             buffer.withUnsafeMutableBytes { raw in
-                result = Result { () throws(SocketError) -> Int in try read(UnsafeMutableRawBufferPointer(rebasing: raw[at..<(at + Self.readBytesMax)])) }
+                result = Result { () throws(E) -> Int in try read(UnsafeMutableRawBufferPointer(rebasing: raw[at..<(at + Self.readBytesMax)])) }
             }
             if case let .success(n) = result { used += n }
         }

@@ -183,8 +183,7 @@ final class SubscriptionHub: @unchecked Sendable {
                             line = l
                         }
                         // The first seq not yet pushed is where a dropped subscriber resumes.
-                        if pending[key] == nil { pending[key] = ([], seq) }
-                        Frame(.event, id: sub.frameID, payload: line!).encode(into: &pending[key]!.bytes)
+                        Frame(.event, id: sub.frameID, payload: line!).encode(into: &pending[key, default: ([], seq)].bytes)
                         if pending[key]!.bytes.count >= 64 << 10 { flush(key) }
                     }
                 }
