@@ -267,7 +267,6 @@ enum ServerBench {
         private var marks: [String: [ClientMarks]] = [:]
         func add(peer: String, _ m: [ClientMarks]) { lock.withLock { marks[peer] = m } }
 
-        /// For the batches at or above the p99 acknowledgement latency: the median of each part.
         /// For the `count` slowest batches: the frames around each on its connection, in ms from
         /// when it was due (stderr), to see a backlog forming and draining.
         func showSlowest(_ rows: [StageTimes.Row], count: Int) {
@@ -295,6 +294,7 @@ enum ServerBench {
             }
         }
 
+        /// For the batches at or above the p99 acknowledgement latency: the median of each part.
         func slowestParts(_ rows: [StageTimes.Row]) -> [(String, Double)]? {
             let joined = join(rows)
             guard joined.count >= 100 else { return nil }
