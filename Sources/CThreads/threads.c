@@ -57,5 +57,9 @@ int tl_thread_set_realtime(int priority) {
     struct sched_param p;
     memset(&p, 0, sizeof p);
     p.sched_priority = priority;
-    return pthread_setschedparam(pthread_self(), SCHED_FIFO, &p);
+    // sched_setscheduler(0, …) is the calling thread on Linux (pthread_setschedparam cannot
+    // take the flag). SCHED_RESET_ON_FORK: a thread this one happens to start (a Dispatch
+    // worker, a file writer) is an ordinary thread, not a second real-time one.
+    if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &p) != 0) return errno;
+    return 0;
 }

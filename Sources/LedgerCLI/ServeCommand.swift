@@ -10,7 +10,8 @@ enum ServeCommand {
     usage: tokenledger serve --data DIR [--listen HOST:PORT] [--fsync always|never]
                              [--connections-max N] [--keys FILE] [--admin-key-file FILE]
                              [--http HOST:PORT] [--digest-key FILE] [--no-alerts]
-                             [--subscriber-buffer BYTES] [--realtime-commit] [--quiet]
+                             [--subscriber-buffer BYTES] [--commit-priority auto|realtime|normal]
+                             [--quiet]
 
     Takes gateway events over TCP (PROTOCOL.md): NDJSON lines from fire-and-forget shippers
     (nc, socat, Kong tcp-log), or framed batches acknowledged once durable, on the same port.
@@ -40,15 +41,17 @@ enum ServeCommand {
                            16 MiB); past it the subscription ends with an ERROR frame naming the
                            from_seq to resubscribe with, so a stalled subscriber costs memory
                            only up to this
-      --realtime-commit    run the one committer thread at real-time priority (SCHED_FIFO 1),
-                           so acknowledgements and revocations to subscribers do not wait for
-                           a core while parsers fill them; needs CAP_SYS_NICE or LimitRTPRIO=1
-                           (without it the server logs why and runs as usual)
+      --commit-priority P  how the one committer thread is scheduled. auto (default): at
+                           real-time priority (SCHED_FIFO 1) where permitted (root,
+                           CAP_SYS_NICE, or systemd LimitRTPRIO=1), so acknowledgements and
+                           revocations to subscribers do not wait for a core while parsers
+                           fill them; otherwise normal, with one log line saying why.
+                           realtime: the same, but refuse to start without it. normal: never.
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys", "admin-key-file", "http", "digest-key", "subscriber-buffer"],
-                                                        flags: ["quiet", "no-alerts", "realtime-commit"]), command: "serve")
+        let args = try Arguments(arguments, spec: .init(options: ["data", "listen", "fsync", "connections-max", "keys", "admin-key-file", "http", "digest-key", "subscriber-buffer", "commit-priority"],
+                                                        flags: ["quiet", "no-alerts"]), command: "serve")
         let directory = try args.required("data")
         var options = ServerOptions()
         if let text = args.string("listen") {
@@ -78,7 +81,10 @@ enum ServeCommand {
         }
         let quiet = args.has("quiet")
         options.alerts = !args.has("no-alerts")
-        options.realtimeCommit = args.has("realtime-commit")
+        if let text = args.string("commit-priority") {
+            guard let p = CommitPriority(rawValue: text) else { throw .usage("serve", "--commit-priority must be auto, realtime or normal, got \"\(text)\"") }
+            options.commitPriority = p
+        }
         if let path = args.string("admin-key-file") {
             guard let key = ClientAuth.readKey(path), key.utf8.count >= Credentials.keyBytesMin else {
                 throw .failure("serve", "cannot read an admin key of \(Credentials.keyBytesMin) bytes or more from \(path)")
@@ -115,6 +121,7 @@ enum ServeCommand {
         if let http = options.http { line += Array("http \(http.endpoint.host):\(server.httpPort)\n".utf8) }
         _ = line.withUnsafeBytes { Glibc.write(1, $0.baseAddress!, $0.count) }
         printError("serve: ledger \(directory) at seq \(log.lastSeq); listening on \(options.listen.host):\(server.port), fsync \(fsync)"
+                   + (server.committerIsRealtime ? ", committer at real-time priority" : "")
                    + (options.credentials.map { ", \($0.gateways.count) gateway keys required" } ?? ", no authentication")
             + (options.http.map { "; HTTP API on \($0.endpoint.host):\(server.httpPort)" } ?? ""))
 

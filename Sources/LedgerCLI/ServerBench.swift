@@ -44,11 +44,11 @@ enum ServerBench {
                              acknowledged, in ms from when it was due)
       --no-scheduler-hints   run the server without its scheduler hints (serve's defaults
                              otherwise), to measure what they do
-      --realtime-commit      run the committer at real-time priority (as serve's option)
+      --commit-priority P    auto (default), realtime or normal: serve's option of that name
     """
 
     static func run(_ arguments: [String]) throws(CLIError) -> Int32 {
-        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load", "rate", "arrivals", "show-slowest", "batch-events"], flags: ["no-scheduler-hints", "realtime-commit"]),
+        let args = try Arguments(arguments, spec: .init(options: ["events", "runs", "seed", "connections", "latency-seconds", "load", "rate", "arrivals", "show-slowest", "batch-events", "commit-priority"], flags: ["no-scheduler-hints"]),
                                  command: "bench server")
         let latencySeconds = Double(try args.int("latency-seconds", range: 1...600) ?? 5)
         let load = try args.double("load", range: 0.01...1) ?? 0.5
@@ -62,7 +62,12 @@ enum ServerBench {
         case let other: throw .usage("bench server", "--arrivals expects gateways or batches, got \"\(other)\"")
         }
         let schedulerHints = !args.has("no-scheduler-hints")
-        let realtimeCommit = args.has("realtime-commit")
+        var commitPriority = CommitPriority.automatic
+        if let text = args.string("commit-priority") {
+            guard let p = CommitPriority(rawValue: text) else { throw .usage("bench server", "--commit-priority must be auto, realtime or normal, got \"\(text)\"") }
+            commitPriority = p
+        }
+        var committerRealtime = false
         let events = Int(try args.int("events", range: 10_000...100_000_000) ?? 2_000_000)
         let runs = Int(try args.int("runs", range: 1...20) ?? 3)
         let seed = try args.uint("seed") ?? 1
@@ -107,7 +112,8 @@ enum ServerBench {
 
             let dir = scratch + "/ledger-\(r)"
             let stages = StageTimes()
-            let (server, port) = try start(dir, stageTimes: stages, schedulerHints: schedulerHints, realtimeCommit: realtimeCommit)
+            let (server, port) = try start(dir, stageTimes: stages, schedulerHints: schedulerHints, commitPriority: commitPriority)
+            committerRealtime = server.committerIsRealtime
             let t0 = monotonicNanoseconds()
             let perConnection = (0..<connections).map { c in stride(from: c, to: batches.count, by: connections).map { batches[$0] } }
             let group = DispatchGroup()
@@ -245,7 +251,7 @@ enum ServerBench {
             print("    CPU per event in that phase             server \(String(format2: med(cpuServer))) µs (\(parts)), clients \(String(format2: med(cpuClients))) µs; machine \(Int(med(machineBusy) * 100))% busy")
         }
         print("    scheduler hints                         \(schedulerHints ? "on (serve's default)" : "off (--no-scheduler-hints)")"
-              + (realtimeCommit ? ", committer at real-time priority (--realtime-commit)" : ""))
+              + "; committer \(committerRealtime ? "real-time" : "normal") priority (--commit-priority \(commitPriority.rawValue))")
         print("  reference: loopback TCP, same bytes       \(formatCount(med(loopback)).padding(10))events/s (\(Int(med(loopback) * Double(totalBytes) / Double(events) / 1e6)) MB/s)")
         print("  reference: fdatasync 4 KiB, p50 / p99     \(String(format2: med(fsyncP50) * 1000)) / \(String(format2: med(fsyncP99) * 1000)) ms")
         print("  ratios: framed = \(Int(med(framed) / med(loopback) * 100))% of loopback; line = \(Int(med(line) / med(loopback) * 100))%")
@@ -330,15 +336,15 @@ enum ServerBench {
         func addAcks(_ l: [Double]) { lock.withLock { acks += l } }
     }
 
-    static func start(_ dir: String, stageTimes: StageTimes, schedulerHints: Bool, realtimeCommit: Bool) throws(CLIError) -> (LedgerServer, UInt16) {
+    static func start(_ dir: String, stageTimes: StageTimes, schedulerHints: Bool, commitPriority: CommitPriority) throws(CLIError) -> (LedgerServer, UInt16) {
         let log: SegmentLog
         do { log = try SegmentLog.open(directory: dir) } catch { throw .failure("bench", "\(error)") }
         var options = ServerOptions()
         options.listen = Endpoint(host: "127.0.0.1", port: 0)
         options.stageTimes = stageTimes
         options.schedulerHints = schedulerHints
-        options.realtimeCommit = realtimeCommit
-        let server = LedgerServer(log: log, options: options, logger: { if $0.hasPrefix("--realtime-commit") { printError("bench: server: \($0)") } })
+        options.commitPriority = commitPriority
+        let server = LedgerServer(log: log, options: options, logger: { if $0.hasPrefix("real-time priority") { printError("bench: server: \($0)") } })
         do { try server.start() } catch { throw .failure("bench", "\(error)") }
         return (server, server.port)
     }

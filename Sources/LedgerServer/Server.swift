@@ -46,13 +46,24 @@ public struct ServerOptions: Sendable {
     /// Ask the kernel to run the committer promptly after each wake-up (short EEVDF slices,
     /// Linux 6.12+; ignored elsewhere). `bench server --no-scheduler-hints` measures without.
     public var schedulerHints = true
-    /// Run the committer at real-time priority (`serve --realtime-commit`; needs CAP_SYS_NICE
-    /// or LimitRTPRIO=1): acknowledgements and subscribed revocations stop waiting for a core
-    /// on a host whose cores are busy. Refused permission is logged and the server runs without.
-    public var realtimeCommit = false
+    /// How the committer thread is scheduled (`serve --commit-priority`).
+    public var commitPriority = CommitPriority.automatic
     /// Records each framed batch's time per stage (`bench server`); nil in `serve`.
     public var stageTimes: StageTimes?
     public init() {}
+}
+
+/// Every acknowledgement and every revocation sent to a subscriber waits on the one committer
+/// thread after each of its wake-ups (a submission, an fsync done); on a host whose cores the
+/// parsers fill, a normal-priority committer waits milliseconds for a core (BENCHMARKS.md).
+public enum CommitPriority: String, Sendable, CaseIterable {
+    /// Real-time (SCHED_FIFO 1) where the process may (CAP_SYS_NICE, or RLIMIT_RTPRIO >= 1:
+    /// systemd `LimitRTPRIO=1`), else normal priority with one log line saying why.
+    case automatic = "auto"
+    /// Real-time, or the server does not start.
+    case realtime
+    /// Never real-time.
+    case normal
 }
 
 public struct ServerStats: Sendable, Equatable {
@@ -94,6 +105,8 @@ public final class LedgerServer: @unchecked Sendable {
     }
 
     public var port: UInt16 { listener?.localPort ?? 0 }
+    /// Whether `start()` put the committer at real-time priority (`options.commitPriority`).
+    public private(set) var committerIsRealtime = false
     /// The HTTP side's port (0 when it is off).
     public var httpPort: UInt16 { http?.port ?? 0 }
     var isStopping: Bool { state.mutex.locked { stopping } }
@@ -113,7 +126,8 @@ public final class LedgerServer: @unchecked Sendable {
 
     func update(_ body: (inout ServerStats) -> Void) { state.mutex.locked { body(&stats) } }
 
-    /// Binds, then accepts connections on a thread of its own.
+    /// Binds, then accepts connections on a thread of its own. Throws also when
+    /// `commitPriority` is `.realtime` and the kernel refuses it.
     public func start() throws(SocketError) {
         let l = try Socket.listen(options.listen)
         listener = l
@@ -134,8 +148,18 @@ public final class LedgerServer: @unchecked Sendable {
         committer.onFailure = { [logger] error in
             logger("the ledger failed and takes no more appends: \(error); every batch from now on is answered \"not committed\"; what was acknowledged is on disk; fix the cause and restart")
         }
-        if let refusal = committer.start(realtime: options.realtimeCommit), options.realtimeCommit {
-            logger("--realtime-commit: \(refusal) (needs CAP_SYS_NICE, or LimitRTPRIO=1 under systemd); the committer runs at normal priority")
+        let refusal = committer.start(realtime: options.commitPriority != .normal)
+        committerIsRealtime = options.commitPriority != .normal && refusal == nil
+        if let refusal {
+            let why = "real-time priority for the committer: \(refusal) (needs CAP_SYS_NICE, or LimitRTPRIO=1 under systemd)"
+            if options.commitPriority == .realtime {
+                committer.stop()
+                live?.stop()
+                l.close()
+                listener = nil
+                throw SocketError(message: why + "; --commit-priority auto runs without it")
+            }
+            logger(why + "; the committer runs at normal priority (--commit-priority normal: do not ask)")
         }
         startThread(name: "tl-accept") { [self] in acceptLoop(l) }
         if let h = options.http { http = try startHTTP(h) }

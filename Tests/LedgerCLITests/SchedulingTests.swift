@@ -4,9 +4,9 @@ import LedgerModel
 import LedgerServer
 import XCTest
 
-/// What `serve` asks of the scheduler: named threads, and with `--realtime-commit` a committer
-/// at SCHED_FIFO, or, where that is not permitted, a log line saying why and a server that
-/// works as usual.
+/// What `serve` asks of the scheduler: named threads, and by default a committer at SCHED_FIFO,
+/// or, where that is not permitted, a log line saying why and a server that works as usual
+/// (`--commit-priority realtime`: no server; `normal`: not asked).
 final class SchedulingTests: XCTestCase {
     /// Thread name → scheduling policy (field 41 of /proc/PID/task/TID/stat; 1 is SCHED_FIFO).
     func threads(of pid: Int32) -> [String: [Int]] {
@@ -32,47 +32,92 @@ final class SchedulingTests: XCTestCase {
         return try c.readFrame()?.type == .ack
     }
 
-    func testThreadsAreNamedAndTheCommitterIsRealTimeWhenAskedAndPermitted() throws {
+    func testThreadsAreNamedAndTheCommitterIsRealTimeByDefaultWherePermitted() throws {
         let dir = CLI.temporaryDirectory("realtime")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let server = try ServerProcess(directory: dir, arguments: ["--realtime-commit"])
+        let server = try ServerProcess(directory: dir)
         defer { server.killIfRunning() }
         XCTAssertTrue(try acknowledgedOneBatch(server))
         let names = threads(of: server.process.processIdentifier)
         for name in ["tl-accept", "tl-commit", "tl-project"] { XCTAssertNotNil(names[name], "\(name) in \(names.keys.sorted())") }
-        if server.stderr.contains("--realtime-commit:") {
+        if server.stderr.contains("real-time priority for the committer:") {
             XCTAssertTrue(server.stderr.contains("needs CAP_SYS_NICE"), server.stderr)
             XCTAssertEqual(names["tl-commit"], [0], "refused: the committer runs at normal priority")
         } else {
             XCTAssertEqual(names["tl-commit"], [1], "the committer runs in SCHED_FIFO")
-            XCTAssertEqual(Set(names.filter { $0.key != "tl-commit" }.values.flatMap { $0 }), [0], "only the committer is real-time")
+            XCTAssertTrue(server.stderr.contains("committer at real-time priority"), server.stderr)
+            // Threads started after it (connection readers and writers among them) stay ordinary.
+            XCTAssertEqual(Set(names.filter { $0.key != "tl-commit" }.values.flatMap { $0 }), [0], "only the committer is real-time: \(names)")
         }
         XCTAssertEqual(server.terminate(), 0)
     }
 
-    /// Without the privilege (run as nobody, when the tests run as root), the server says why
-    /// and works as usual.
-    func testWithoutThePrivilegeTheServerSaysWhyAndRunsAsUsual() throws {
+    func testCommitPriorityNormalNeverAsks() throws {
+        let dir = CLI.temporaryDirectory("realtime-normal")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try ServerProcess(directory: dir, arguments: ["--commit-priority", "normal"])
+        defer { server.killIfRunning() }
+        XCTAssertTrue(try acknowledgedOneBatch(server))
+        XCTAssertEqual(threads(of: server.process.processIdentifier)["tl-commit"], [0])
+        XCTAssertFalse(server.stderr.contains("real-time"), server.stderr)
+        XCTAssertEqual(server.terminate(), 0)
+    }
+
+    func testAnUnknownCommitPriorityIsAUsageError() throws {
+        let r = try CLI.run(["serve", "--data", CLI.temporaryDirectory("realtime-bad"), "--commit-priority", "high"])
+        XCTAssertEqual(r.status, 2, r.stderr)
+        XCTAssertTrue(r.stderr.contains("--commit-priority must be auto, realtime or normal, got \"high\""), r.stderr)
+    }
+
+    /// A copy of the binary nobody can run wherever the checkout is (a home directory may be
+    /// closed to it), and a data directory nobody can write.
+    func asNobody(_ name: String) throws -> (dir: String, launcher: [String], cleanup: () -> Void) {
         guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
             throw XCTSkip("needs root (to drop to nobody) and setpriv")
         }
-        let dir = CLI.temporaryDirectory("realtime-refused")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let dir = CLI.temporaryDirectory(name)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         chmod(dir, 0o777)
-        // A copy nobody can run wherever the checkout is (a home directory may be closed to it).
-        let binary = "/tmp/tokenledger-nobody-\(getpid())"
+        let binary = "/tmp/tokenledger-nobody-\(getpid())-\(name)"
         try? FileManager.default.removeItem(atPath: binary)
         try FileManager.default.copyItem(atPath: CLI.binary, toPath: binary)
-        defer { try? FileManager.default.removeItem(atPath: binary) }
         chmod(binary, 0o755)
-        let server = try ServerProcess(directory: dir, arguments: ["--realtime-commit"],
-                                       launcher: ["/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", binary], binary: nil)
+        return (dir, ["/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", binary],
+                { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: binary) })
+    }
+
+    /// Without the privilege (run as nobody, when the tests run as root), the default says why
+    /// and the server works as usual.
+    func testWithoutThePrivilegeTheServerSaysWhyAndRunsAsUsual() throws {
+        let (dir, launcher, cleanup) = try asNobody("realtime-refused")
+        defer { cleanup() }
+        let server = try ServerProcess(directory: dir, launcher: launcher, binary: nil)
         defer { server.killIfRunning() }
         XCTAssertTrue(try acknowledgedOneBatch(server))
-        XCTAssertTrue(server.stderr.contains("--realtime-commit: Operation not permitted (needs CAP_SYS_NICE, or LimitRTPRIO=1 under systemd); the committer runs at normal priority"),
+        XCTAssertTrue(server.stderr.contains("real-time priority for the committer: Operation not permitted (needs CAP_SYS_NICE, or LimitRTPRIO=1 under systemd); the committer runs at normal priority"),
                       server.stderr)
+        XCTAssertFalse(server.stderr.contains("committer at real-time priority"), server.stderr)
         XCTAssertEqual(threads(of: server.process.processIdentifier)["tl-commit"], [0])
         XCTAssertEqual(server.terminate(), 0)
+    }
+
+    /// Asked for explicitly, real-time is required: refused, the server does not start (and
+    /// says why) rather than run without what the operator asked for.
+    func testRealtimeAskedForAndRefusedDoesNotStart() throws {
+        let (dir, launcher, cleanup) = try asNobody("realtime-required")
+        defer { cleanup() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: launcher[0])
+        process.arguments = Array(launcher.dropFirst()) + ["serve", "--data", dir, "--listen", "127.0.0.1:0", "--commit-priority", "realtime"]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 1, text)
+        XCTAssertTrue(text.contains("serve: real-time priority for the committer: Operation not permitted"), text)
+        XCTAssertTrue(text.contains("--commit-priority auto runs without it"), text)
     }
 }

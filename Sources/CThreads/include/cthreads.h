@@ -16,7 +16,8 @@ int64_t tl_thread_slice(void);
 
 /// Puts the calling thread in SCHED_FIFO at `priority` (1 is the lowest real-time level).
 /// Returns 0, or an errno value: EPERM without CAP_SYS_NICE or an RLIMIT_RTPRIO of at least
-/// `priority` (systemd: LimitRTPRIO=1).
+/// `priority` (systemd: LimitRTPRIO=1). Threads it starts afterwards are ordinary threads
+/// (SCHED_RESET_ON_FORK).
 int tl_thread_set_realtime(int priority);
 
 /// Names the calling thread (15 bytes at most, as `top -H` and perf show it).
