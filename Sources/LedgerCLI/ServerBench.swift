@@ -13,7 +13,7 @@ enum ServerBench {
     usage: tokenledger bench server [--events N] [--runs R] [--seed S] [--connections C]
                                     [--latency-seconds T] [--load F | --rate E] [--arrivals A]
                                     [--batch-events B] [--show-slowest N] [--no-scheduler-hints]
-                                    [--realtime-commit]
+                                    [--commit-priority auto|realtime|normal]
 
     Starts a server (fsync always, alerts on) on 127.0.0.1 in a scratch directory and measures,
     R times each, with medians:
@@ -22,6 +22,7 @@ enum ServerBench {
       binary      the same, with batches the client encoded (canonical block payloads)
       line        C connections sending the same NDJSON as plain lines: events committed/s
       ack latency for T seconds (default 5), NDJSON batches of B events (default 1000) offered at F
+                  (the workload's events after the first N, not a repeat of them)
                   (default 0.5: half load) times the framed rate above (see --arrivals): p50
                   and p99 from when a batch was due to its acknowledgement (a client held back
                   still counts); --rate E offers E events/s instead, the same in every run (to
@@ -77,14 +78,23 @@ enum ServerBench {
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let progress = Progress(label: "bench")
 
-        var generator = WorkloadGenerator(WorkloadConfiguration(seed: seed, events: events))
+        // The generator runs on past the N events of the throughput phases: the latency phase
+        // sends the events that follow them (as many as its rate and duration take), not the
+        // first ones again. A repeat validates tokens the ledger already holds as revoked or
+        // expired: a second pass of `gen --seed 1` raises an anomaly on 36% of its events (89 in
+        // the first million), and every anomaly is a record the projector appends: a load no
+        // server sees. (The generator's larger bound makes a workload of the same kind, not the
+        // same bytes as `gen --events N`.)
+        var generator = WorkloadGenerator(WorkloadConfiguration(seed: seed, events: events + 200_000_000))
         var lines = [[UInt8]]()
         lines.reserveCapacity(events)
-        while let e = generator.next() {
+        while lines.count < events, let e = generator.next() {
             var line = [UInt8]()
             NDJSONEncoder.append(e, to: &line)
             lines.append(line)
         }
+        /// The latency phase's batches, from the events after the first N; the same ones in every run.
+        var latencyBatches = [[UInt8]]()
         let batches: [[UInt8]] = stride(from: 0, to: lines.count, by: 4096).map { start in
             var payload = [UInt8]()
             for l in lines[start..<min(lines.count, start + 4096)] { payload += l }
@@ -104,6 +114,7 @@ enum ServerBench {
         var slowParts = [[Double]](repeating: [], count: 6), slowNames = [String]()
         var stageP50 = [[Double]](repeating: [], count: 12), stageP99 = [[Double]](repeating: [], count: 12)
         var cpuServer = [Double](), cpuClients = [Double](), machineBusy = [Double](), cpuThreads = [String: [Double]]()
+        var anomaliesPerMillion = [Double]()
         var halfLoad = [Double](), framed = [Double](), binary = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
         for r in 0..<runs {
             loopback.append(Double(events) / loopbackSeconds(batches))
@@ -119,7 +130,7 @@ enum ServerBench {
             let group = DispatchGroup()
             for c in 0..<connections {
                 let mine = perConnection[c]
-                spawn(group) { _ = framedClient(port: port, batches: mine, window: 16, paceBatchesPerSecond: nil) }
+                spawn(group) { _ = framedClient(port: port, batches: mine, window: 16) }
             }
             group.wait()
             framed.append(Double(events) / seconds(since: t0))
@@ -129,7 +140,7 @@ enum ServerBench {
             let tb = monotonicNanoseconds()
             for c in 0..<connections {
                 let mine = perConnectionBinary[c]
-                spawn(group) { _ = framedClient(port: port, batches: mine, window: 16, paceBatchesPerSecond: nil, type: .binaryBatch) }
+                spawn(group) { _ = framedClient(port: port, batches: mine, window: 16, type: .binaryBatch) }
             }
             group.wait()
             binary.append(Double(events) / seconds(since: tb))
@@ -147,18 +158,21 @@ enum ServerBench {
             progress.update(force: true, "run \(r + 1): line \(formatCount(line.last!)) events/s committed")
 
             // Half load: batches of B (1000) at half the framed rate, with revocations on the side.
-            // Let the server's projector finish the burst above, so the latency phase measures
-            // half load, not the tail of full load.
-            usleep(1_500_000)
             // The maximum load is the framed NDJSON rate, what `send` offers by default; half of
             // it, in batches of B. (The binary-batch rate is a burst the projector cannot keep
             // up with: it catches up afterwards, so half of it is not a sustainable load.)
-            let small: [[UInt8]] = stride(from: 0, to: lines.count, by: batchEvents).map { start in
-                var payload = [UInt8]()
-                for l in lines[start..<min(lines.count, start + batchEvents)] { payload += l }
-                return payload
-            }
             let rate = (fixedRate ?? framed.last! * load) / Double(batchEvents) / Double(connections)
+            // Each connection offers rate × T batches; batch k goes to connection k mod C, so the
+            // connections together send the stream in about its order.
+            let durationBatches = Int(rate * latencySeconds) + 1
+            while latencyBatches.count < durationBatches * connections {
+                var payload = [UInt8]()
+                for _ in 0..<batchEvents {
+                    guard let e = generator.next() else { break }
+                    NDJSONEncoder.append(e, to: &payload)
+                }
+                latencyBatches.append(payload)
+            }
             halfLoad.append(rate * Double(batchEvents) * Double(connections))
             _ = stages.take()
             let latencies = Latencies()
@@ -167,14 +181,33 @@ enum ServerBench {
             let stopSubscriber = Flag()
             spawn(group) { subscriber(port: port, latencies: latencies, ready: subscribed, stop: stopSubscriber, shortSlices: schedulerHints) }
             subscribed.wait()
-            // Each connection offers rate × T batches, going round the workload as often as
-            // that takes (the ledger then holds repeats; the load is the same).
-            let durationBatches = Int(rate * latencySeconds) + 1
+            // Let the server's projector finish the bursts above, so the latency phase measures
+            // half load, not the tail of full load: after the binary and line phases it holds up
+            // to its bound (2M events) of repeats to apply, more than 1.5 s of work.
+            let backlogAtEnd = server.projectionBacklog
+            let drainStart = monotonicNanoseconds()
+            while server.projectionBacklog > 0 { usleep(10_000) }
+            usleep(500_000)
+            progress.update(force: true, "run \(r + 1): projector drained \(backlogAtEnd) events in \(String(format2: seconds(since: drainStart))) s before the latency phase")
+            let anomaliesBefore = server.anomaliesRaised ?? 0
+            // Each connection's batches are due as its own arrival process (below); the workload's
+            // batches go to them in the order they fall due across all connections, so the server
+            // receives the stream in about its order. Handing them out round-robin instead let the
+            // connections drift apart by tens of batches, which put validations before their
+            // token's issue or after its revocation: 30% of the events raised anomalies.
+            let schedules = (0..<connections).map { c in
+                arrivalOffsets(count: durationBatches, batchesPerSecond: rate, seed: seed &* 31 &+ UInt64(c), gatewayArrivals: gatewayArrivals, eventsPerBatch: batchEvents)
+            }
+            let order = schedules.enumerated().flatMap { c, offsets in offsets.indices.map { (offsets[$0], c, $0) } }.sorted { ($0.0, $0.1) < ($1.0, $1.1) }
+            var assigned = [[Int]](repeating: [Int](repeating: 0, count: durationBatches), count: connections)
+            for (j, (_, c, i)) in order.enumerated() { assigned[c][i] = j }
+            // A common start, a little ahead, so every client is connected when its first batch is due.
+            let start = monotonicNanoseconds() + 50_000_000
             for c in 0..<connections {
-                let mine = (0..<durationBatches).map { small[(c * durationBatches + $0) % small.count] }
+                let mine = assigned[c].map { latencyBatches[$0] }
+                let schedule = Schedule(start: start, offsets: schedules[c])
                 spawn(group) {
-                    let l = framedClient(port: port, batches: mine, window: 64, paceBatchesPerSecond: rate, arrivalSeed: seed &* 31 &+ UInt64(c), gatewayArrivals: gatewayArrivals,
-                                           eventsPerBatch: batchEvents, shortSlices: schedulerHints, timeline: timeline)
+                    let l = framedClient(port: port, batches: mine, window: 64, schedule: schedule, shortSlices: schedulerHints, timeline: timeline)
                     latencies.addAcks(l)
                 }
             }
@@ -209,10 +242,14 @@ enum ServerBench {
             stopSubscriber.set()
             _ = try? Socket.connect(Endpoint(host: "127.0.0.1", port: port)).write(Array("{\"type\":\"revoked\",\"ts\":1,\"token\":\"bench-stop\"}\n".utf8))
             group.wait()
+            // What the projector did besides applying: a workload that raised anomalies on many of
+            // its events would measure a projector no server runs.
+            let phaseEvents = durationBatches * connections * batchEvents
+            anomaliesPerMillion.append(Double((server.anomaliesRaised ?? 0) - anomaliesBefore) / Double(phaseEvents) * 1e6)
             let acks = latencies.acks.sorted(), revs = latencies.revocations.sorted()
             ackP50.append(percentile(acks, 0.5)); ackP99.append(percentile(acks, 0.99))
             revP50.append(percentile(revs, 0.5)); revP99.append(percentile(revs, 0.99))
-            progress.update(force: true, "run \(r + 1): ack p99 \(String(format2: ackP99.last! * 1000)) ms over \(acks.count) batches; revocation p99 \(String(format2: revP99.last! * 1000)) ms over \(revs.count) of \(revocations)")
+            progress.update(force: true, "run \(r + 1): ack p99 \(String(format2: ackP99.last! * 1000)) ms over \(acks.count) batches; revocation p99 \(String(format2: revP99.last! * 1000)) ms over \(revs.count) of \(revocations); \(Int(anomaliesPerMillion.last!)) anomalies per 1M events")
             let taken = stages.take()
             let batchRows = taken.filter { $0.events > 1 }
             timeline.showSlowest(batchRows, count: showSlowest)
@@ -250,6 +287,7 @@ enum ServerBench {
                 .map { "\($0.value) \(String(format2: med(cpuThreads[$0.key] ?? [0])))" }.joined(separator: ", ")
             print("    CPU per event in that phase             server \(String(format2: med(cpuServer))) µs (\(parts)), clients \(String(format2: med(cpuClients))) µs; machine \(Int(med(machineBusy) * 100))% busy")
         }
+        print("    anomalies raised in that phase          \(Int(med(anomaliesPerMillion))) per 1M events (the workload's events after the first N)")
         print("    scheduler hints                         \(schedulerHints ? "on (serve's default)" : "off (--no-scheduler-hints)")"
               + "; committer \(committerRealtime ? "real-time" : "normal") priority (--commit-priority \(commitPriority.rawValue))")
         print("  reference: loopback TCP, same bytes       \(formatCount(med(loopback)).padding(10))events/s (\(Int(med(loopback) * Double(totalBytes) / Double(events) / 1e6)) MB/s)")
@@ -395,12 +433,41 @@ enum ServerBench {
         sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
     }
 
+    /// When a paced client's batches are due: `start` (monotonic ns) plus each offset (seconds).
+    struct Schedule: Sendable {
+        var start: UInt64
+        var offsets: [Double]
+    }
+
+    /// A connection's arrival process, in seconds from its start. Batches: a Poisson process of
+    /// `batchesPerSecond`, so one connection sometimes sends several at once. Gateways: its
+    /// events arrive as a Poisson process and a batch is due when it holds `eventsPerBatch` of
+    /// them (as `send` does at its batch size), from a random point in its first batch cycle,
+    /// so independent gateways do not send in lockstep.
+    static func arrivalOffsets(count: Int, batchesPerSecond pace: Double, seed: UInt64, gatewayArrivals: Bool, eventsPerBatch: Int) -> [Double] {
+        var arrivals = SplitMix64(seed: seed)
+        func uniform() -> Double { Double(arrivals.next() >> 11) / Double(1 << 53) }
+        func exponential(_ rate: Double) -> Double { -log(1 - uniform()) / rate }
+        var t = gatewayArrivals ? uniform() / pace : 0
+        var out = [Double]()
+        out.reserveCapacity(count)
+        for _ in 0..<count {
+            if gatewayArrivals {
+                let eventRate = pace * Double(eventsPerBatch)
+                for _ in 0..<eventsPerBatch { t += exponential(eventRate) }
+            } else {
+                t += exponential(pace)
+            }
+            out.append(t)
+        }
+        return out
+    }
+
     /// - Returns: each batch's acknowledgement latency in seconds.
-    /// With `paceBatchesPerSecond`, batches are offered as a Poisson process of that rate
-    /// (exponential gaps drawn from `arrivalSeed`), as independent gateways would send them;
-    /// clients pacing in lockstep would instead offer every connection's batch at once.
-    static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, paceBatchesPerSecond: Double?, arrivalSeed: UInt64 = 0, gatewayArrivals: Bool = false,
-                             eventsPerBatch: Int = 1000, type: FrameType = .batch, shortSlices: Bool = false, timeline: Timeline? = nil) -> [Double] {
+    /// With a `schedule`, each batch is sent when it is due (`arrivalOffsets`), and its latency
+    /// counts from then; without, as fast as the window allows.
+    static func framedClient(port: UInt16, batches: [[UInt8]], window: Int, schedule: Schedule? = nil,
+                             type: FrameType = .batch, shortSlices: Bool = false, timeline: Timeline? = nil) -> [Double] {
         guard let client = try? FramedClient(Endpoint(host: "127.0.0.1", port: port)) else { return [] }
         let socket = client.socket
         let peer = "127.0.0.1:\(socket.localPort)"
@@ -429,26 +496,10 @@ enum ServerBench {
             done.signal()
         }
         if shortSlices { requestShortSlices() }
-        var arrivals = SplitMix64(seed: arrivalSeed)
-        func exponential(_ rate: Double) -> Double { -log(1 - Double(arrivals.next() >> 11) / Double(1 << 53)) / rate }
-        var due = monotonicNanoseconds()
-        if gatewayArrivals, let pace = paceBatchesPerSecond {
-            // Independent gateways: each starts at its own point in its batch cycle.
-            due += UInt64(Double(arrivals.next() >> 11) / Double(1 << 53) / pace * 1e9)
-        }
         for (i, b) in batches.enumerated() {
-            if let pace = paceBatchesPerSecond {
-                if gatewayArrivals {
-                    // A gateway's events arrive as a Poisson process; it sends a batch when it
-                    // holds a batch of them (as `send` does at its batch size), so a batch is
-                    // due when its last event arrived.
-                    let eventRate = pace * Double(eventsPerBatch)
-                    var gap = 0.0
-                    for _ in 0..<eventsPerBatch { gap += exponential(eventRate) }
-                    due += UInt64(gap * 1e9)
-                } else {
-                    due += UInt64(exponential(pace) * 1e9)
-                }
+            var due: UInt64 = 0
+            if let schedule {
+                due = schedule.start + UInt64(schedule.offsets[i] * 1e9)
                 let now = monotonicNanoseconds()
                 if due > now { usleep(UInt32((due - now) / 1000)) }
             }
@@ -458,7 +509,7 @@ enum ServerBench {
                 inFlight += 1
                 // Paced, latency counts from when the batch was due, so a client held back
                 // (by its window or a full socket) does not hide the wait (coordinated omission).
-                sentAt[i] = paceBatchesPerSecond == nil ? monotonicNanoseconds() : min(due, monotonicNanoseconds())
+                sentAt[i] = schedule == nil ? monotonicNanoseconds() : min(due, monotonicNanoseconds())
                 marks[i].due = sentAt[i]
                 marks[i].writeStart = monotonicNanoseconds()
             }

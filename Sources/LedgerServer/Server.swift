@@ -87,6 +87,10 @@ public final class LedgerServer: @unchecked Sendable {
     let committer: Committer
     let hub: SubscriptionHub
     private(set) var live: LiveProjection?
+    /// Anomalies the state at the head has raised so far (nil with alerts off).
+    public var anomaliesRaised: Int? { live?.anomalyCount }
+    /// Events committed and not yet applied to the state at the head (0 with alerts off).
+    public var projectionBacklog: Int { live?.backlog ?? 0 }
     private var listener: Socket?
     private var http: HTTPServer?
     private let state = Condition()

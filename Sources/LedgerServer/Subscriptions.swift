@@ -276,6 +276,8 @@ final class LiveProjection: @unchecked Sendable {
 
     /// Events committed and not yet applied to the head's state (/metrics).
     var backlog: Int { queueLock.mutex.locked { queuedEvents } }
+    /// Anomalies raised so far by the events applied (the head's state).
+    var anomalyCount: Int { stateLock.mutex.locked { projection.anomalyCount } }
 
     func stop() {
         queueLock.mutex.locked { stopping = true; queueLock.broadcast() }
