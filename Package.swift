@@ -35,6 +35,6 @@ let package = Package(
         .testTarget(name: "LedgerWorkloadTests", dependencies: ["LedgerWorkload", "LedgerModel"]),
         .testTarget(name: "LedgerStorageTests", dependencies: ["LedgerStorage", "LedgerModel", "LedgerWorkload"]),
         .testTarget(name: "LedgerProjectionTests", dependencies: ["LedgerProjection", "LedgerStorage", "LedgerModel", "LedgerWorkload"]),
-        .testTarget(name: "LedgerCLITests", dependencies: ["LedgerCLI", "LedgerServer", "LedgerStorage", "LedgerModel", "LedgerWorkload"]),
+        .testTarget(name: "LedgerCLITests", dependencies: ["LedgerCLI", "LedgerServer", "LedgerStorage", "LedgerModel", "LedgerWorkload", "LedgerProjection", "CThreads"]),
     ]
 )

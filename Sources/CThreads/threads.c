@@ -63,3 +63,34 @@ int tl_thread_set_realtime(int priority) {
     if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &p) != 0) return errno;
     return 0;
 }
+
+int tl_thread_set_idle(int idle) {
+    struct sched_param p;
+    memset(&p, 0, sizeof p);
+    if (sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &p) != 0) return errno;
+    return 0;
+}
+
+int tl_thread_id(void) {
+    return (int)syscall(SYS_gettid);
+}
+
+int tl_thread_set_normal(int tid) {
+    struct sched_param p;
+    memset(&p, 0, sizeof p);
+    if (sched_setscheduler(tid, SCHED_OTHER, &p) != 0) return errno;
+    return 0;
+}
+
+static void *tl_idle_probe(void *result) {
+    *(int *)result = tl_thread_set_idle(1) == 0 && tl_thread_set_idle(0) == 0;
+    return NULL;
+}
+
+int tl_can_leave_idle(void) {
+    int result = 0;
+    pthread_t t;
+    if (pthread_create(&t, NULL, tl_idle_probe, &result) != 0) return 0;
+    pthread_join(t, NULL);
+    return result;
+}

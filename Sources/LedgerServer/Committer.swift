@@ -65,7 +65,7 @@ final class Committer: @unchecked Sendable {
 
     let log: SegmentLog
     let queueEventsMax: Int
-    private let condition = Condition()
+    private let condition = Condition(priorityInheritance: true)  // readers hold it; the committer may be real-time
     private var queue: [Submission] = []
     private var queuedEvents = 0
     private var stopping = false

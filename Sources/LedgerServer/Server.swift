@@ -44,7 +44,9 @@ public struct ServerOptions: Sendable {
     /// The HTTP read side (`serve --http`, HTTPAPI.swift); off when nil.
     public var http: HTTPAPIOptions?
     /// Ask the kernel to run the committer promptly after each wake-up (short EEVDF slices,
-    /// Linux 6.12+; ignored elsewhere). `bench server --no-scheduler-hints` measures without.
+    /// Linux 6.12+; ignored elsewhere), and let the projector yield the cores while it is caught
+    /// up (SCHED_IDLE, where the process may leave it again). `bench server
+    /// --no-scheduler-hints` measures without.
     public var schedulerHints = true
     /// How the committer thread is scheduled (`serve --commit-priority`).
     public var commitPriority = CommitPriority.automatic
@@ -138,7 +140,8 @@ public final class LedgerServer: @unchecked Sendable {
         if options.alerts {
             // The state now, from the newest snapshot and the tail, before anything is appended.
             let engine = ProjectionEngine(log: log, store: SnapshotStore(dataDirectory: log.directory))
-            do { live = LiveProjection(try engine.state(at: .head).projection, queueEventsMax: options.projectionQueueEventsMax) } catch {
+            do { live = LiveProjection(try engine.state(at: .head).projection, queueEventsMax: options.projectionQueueEventsMax,
+                                         yieldsWhileCaughtUp: options.schedulerHints) } catch {
                 logger("no alerts this run: cannot build the state at the head: \(error)")
             }
             for n in engine.notes { logger("note: \(n)") }

@@ -6,6 +6,7 @@
 // hub's head + 1. Every commit publishes under the same lock, so the first live event is exactly
 // the one after the last one read. Publishing never blocks the committer: a subscriber whose
 // unsent frames pass a limit is dropped with an error naming the sequence number to resume from.
+import CThreads
 import Foundation
 import LedgerCrypto
 import LedgerModel
@@ -242,8 +243,10 @@ final class SubscriptionHub: @unchecked Sendable {
 /// and the state have separate locks: the committer only ever waits for the queue's, never for
 /// events being applied.
 final class LiveProjection: @unchecked Sendable {
-    private let queueLock = Condition()
-    private let stateLock = Condition()
+    // Priority inheritance: the real-time committer takes queueLock, HTTP handlers take
+    // stateLock, and this thread may hold either while in SCHED_IDLE.
+    private let queueLock = Condition(priorityInheritance: true)
+    private let stateLock = Condition(priorityInheritance: true)
     private let projection: Projection
     private var queue: [(UInt64, [EventBatch])] = []
     /// Events enqueued and not yet applied (taken ones count until applied).
@@ -252,11 +255,56 @@ final class LiveProjection: @unchecked Sendable {
     let queueEventsMax: Int
     private var subscribers: [ObjectIdentifier: (FramedConnection, UInt64)] = [:]
     private var stopping = false
+    /// Whether the thread yields the cores while it is caught up (`yieldsWhileCaughtUp`).
+    private let yields: Bool
+    private var idle = false
+    /// The projector thread's kernel id, and the seq a reader waits for: until it has applied
+    /// that far it runs at normal priority (`withProjection`).
+    private var threadID: Int32 = 0
+    private var boostUntilSeq: UInt64 = 0
+    /// Past this many events behind, it runs at normal priority again; below the second it
+    /// goes back to idle. 128k events are about 150 ms at 850k events/s: how late an alert can
+    /// be while the parsers fill the cores.
+    static let idleBacklogMax = 131_072
+    static let idleResumeBelow = 32_768
 
-    init(_ projection: Projection, queueEventsMax: Int = 1 << 21) {
+    /// - Parameter yieldsWhileCaughtUp: run the thread in SCHED_IDLE while it is less than
+    ///   `idleBacklogMax` events behind, where the process may leave SCHED_IDLE again
+    ///   (CAP_SYS_NICE). Every acknowledgement waits on the connection threads' parsing and
+    ///   none on this thread, so in a surge of load it takes only the CPU they leave
+    ///   (BENCHMARKS.md run K: ack p99 at 800k events/s 44 → 16 ms, 10 of 10 pairs).
+    init(_ projection: Projection, queueEventsMax: Int = 1 << 21, yieldsWhileCaughtUp: Bool = false) {
         self.projection = projection
         self.queueEventsMax = queueEventsMax
-        startThread(name: "tl-project") { [self] in run() }
+        self.yields = yieldsWhileCaughtUp && tl_can_leave_idle() == 1
+        startThread(name: "tl-project") { [self] in
+            if yields {
+                let id = tl_thread_id()
+                let entered = tl_thread_set_idle(1) == 0
+                queueLock.mutex.locked { threadID = id; idle = entered }
+            }
+            run()
+        }
+    }
+
+    /// Whether the projector thread is in SCHED_IDLE now (tests).
+    var isIdle: Bool { queueLock.mutex.locked { idle } }
+
+    /// Idle while caught up, normal once `idleBacklogMax` behind, idle again below
+    /// `idleResumeBelow` (the gap keeps it from switching on every batch near the bound).
+    static func staysIdle(idle: Bool, backlog: Int) -> Bool {
+        idle ? backlog <= idleBacklogMax : backlog < idleResumeBelow
+    }
+
+    /// On the projector thread, after it took work: idle while caught up, normal when behind.
+    private func adjustPriority() {
+        guard yields else { return }
+        queueLock.mutex.lock()
+        let backlog = queuedEvents, boosted = projection.lastSeq < boostUntilSeq
+        queueLock.mutex.unlock()
+        let wanted = Self.staysIdle(idle: idle, backlog: backlog) && !boosted
+        guard wanted != idle, tl_thread_set_idle(wanted ? 1 : 0) == 0 else { return }
+        queueLock.mutex.locked { idle = wanted }
     }
 
     /// From the committer thread. Waits while `queueEventsMax` events are waiting to be
@@ -293,6 +341,7 @@ final class LiveProjection: @unchecked Sendable {
                 return queue
             }
             guard let work else { return }
+            adjustPriority()
             stateLock.mutex.locked {
                 for (start, batches) in work {
                     let before = projection.anomalyCount
@@ -347,8 +396,19 @@ final class LiveProjection: @unchecked Sendable {
     /// Runs `body` on the state once it has applied everything up to `seq`.
     func withProjection<T>(upTo seq: UInt64, _ body: (Projection) -> T) -> T {
         stateLock.mutex.locked {
+            if projection.lastSeq < seq { boost(until: seq) }
             while projection.lastSeq < seq && !queueLock.mutex.locked({ stopping }) { stateLock.wait(timeoutMs: 100) }
             return body(projection)
+        }
+    }
+
+    /// A reader waits for the projector (an HTTP token answer reads its acknowledged writes):
+    /// out of SCHED_IDLE until it has applied `seq`, so the answer does not wait for the
+    /// parsers to leave a core.
+    private func boost(until seq: UInt64) {
+        queueLock.mutex.locked {
+            boostUntilSeq = max(boostUntilSeq, seq)
+            if idle, threadID != 0, tl_thread_set_normal(threadID) == 0 { idle = false }
         }
     }
 }

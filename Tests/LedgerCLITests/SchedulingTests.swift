@@ -1,7 +1,9 @@
+import CThreads
 import Foundation
 import Glibc
 import LedgerModel
-import LedgerServer
+import LedgerProjection
+@testable import LedgerServer
 import XCTest
 
 /// What `serve` asks of the scheduler: named threads, and by default a committer at SCHED_FIFO,
@@ -46,8 +48,10 @@ final class SchedulingTests: XCTestCase {
         } else {
             XCTAssertEqual(names["tl-commit"], [1], "the committer runs in SCHED_FIFO")
             XCTAssertTrue(server.stderr.contains("committer at real-time priority"), server.stderr)
-            // Threads started after it (connection readers and writers among them) stay ordinary.
-            XCTAssertEqual(Set(names.filter { $0.key != "tl-commit" }.values.flatMap { $0 }), [0], "only the committer is real-time: \(names)")
+            // Caught up, the projector yields the cores (SCHED_IDLE is 5).
+            XCTAssertEqual(names["tl-project"], [5], "the projector is in SCHED_IDLE while caught up")
+            // Threads started after the committer (connection readers and writers among them) stay ordinary.
+            XCTAssertEqual(Set(names.filter { $0.key != "tl-commit" && $0.key != "tl-project" }.values.flatMap { $0 }), [0], "only the committer is real-time: \(names)")
         }
         XCTAssertEqual(server.terminate(), 0)
     }
@@ -61,6 +65,46 @@ final class SchedulingTests: XCTestCase {
         XCTAssertEqual(threads(of: server.process.processIdentifier)["tl-commit"], [0])
         XCTAssertFalse(server.stderr.contains("real-time"), server.stderr)
         XCTAssertEqual(server.terminate(), 0)
+    }
+
+    /// The projector's priority follows its backlog, with a gap between the two bounds.
+    func testTheProjectorYieldsOnlyWhileCaughtUp() {
+        let high = LiveProjection.idleBacklogMax, low = LiveProjection.idleResumeBelow
+        XCTAssertLessThan(low, high)
+        XCTAssertTrue(LiveProjection.staysIdle(idle: true, backlog: 0))
+        XCTAssertTrue(LiveProjection.staysIdle(idle: true, backlog: high))
+        XCTAssertFalse(LiveProjection.staysIdle(idle: true, backlog: high + 1), "behind: normal priority")
+        XCTAssertFalse(LiveProjection.staysIdle(idle: false, backlog: low), "inside the gap it stays normal")
+        XCTAssertFalse(LiveProjection.staysIdle(idle: false, backlog: high))
+        XCTAssertTrue(LiveProjection.staysIdle(idle: false, backlog: low - 1), "caught up again: idle")
+    }
+
+    /// A reader waiting for the projector (an HTTP answer that must see an acknowledged write)
+    /// takes it out of SCHED_IDLE until it has applied that far; then it yields again.
+    func testAReaderWaitingForTheProjectorBringsItOutOfIdle() throws {
+        let live = LiveProjection(Projection(), yieldsWhileCaughtUp: true)
+        defer { live.stop() }
+        func eventually(_ what: String, _ condition: () -> Bool) {
+            let deadline = Date().addingTimeInterval(5)
+            while !condition() && Date() < deadline { usleep(1000) }
+            XCTAssertTrue(condition(), what)
+        }
+        guard tl_can_leave_idle() == 1 else { throw XCTSkip("this process may not leave SCHED_IDLE (needs CAP_SYS_NICE)") }
+        eventually("idle while caught up") { live.isIdle }
+        let answered = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var seen: UInt64 = 0
+        Thread.detachNewThread {
+            live.withProjection(upTo: 2) { seen = $0.lastSeq }
+            answered.signal()
+        }
+        eventually("boosted while a reader waits") { !live.isIdle }
+        func issued(_ token: String) -> Event { Event(type: .issued, ts: 1_000, token: token) }
+        live.enqueue(firstSeq: 1, batches: [.events([issued("a"), issued("b")])])
+        XCTAssertEqual(answered.wait(timeout: .now() + 5), .success)
+        XCTAssertEqual(seen, 2)
+        // The next work it takes, caught up and with nobody waiting, it yields again.
+        live.enqueue(firstSeq: 3, batches: [.events([issued("c")])])
+        eventually("idle again") { live.isIdle }
     }
 
     func testAnUnknownCommitPriorityIsAUsageError() throws {
@@ -97,7 +141,10 @@ final class SchedulingTests: XCTestCase {
         XCTAssertTrue(server.stderr.contains("real-time priority for the committer: Operation not permitted (needs CAP_SYS_NICE, or LimitRTPRIO=1 under systemd); the committer runs at normal priority"),
                       server.stderr)
         XCTAssertFalse(server.stderr.contains("committer at real-time priority"), server.stderr)
-        XCTAssertEqual(threads(of: server.process.processIdentifier)["tl-commit"], [0])
+        let names = threads(of: server.process.processIdentifier)
+        XCTAssertEqual(names["tl-commit"], [0])
+        // It could not come back from SCHED_IDLE, so it never goes there.
+        XCTAssertEqual(names["tl-project"], [0])
         XCTAssertEqual(server.terminate(), 0)
     }
 
