@@ -198,9 +198,7 @@ enum ServerBench {
             let schedules = (0..<connections).map { c in
                 arrivalOffsets(count: durationBatches, batchesPerSecond: rate, seed: seed &* 31 &+ UInt64(c), gatewayArrivals: gatewayArrivals, eventsPerBatch: batchEvents)
             }
-            let order = schedules.enumerated().flatMap { c, offsets in offsets.indices.map { (offsets[$0], c, $0) } }.sorted { ($0.0, $0.1) < ($1.0, $1.1) }
-            var assigned = [[Int]](repeating: [Int](repeating: 0, count: durationBatches), count: connections)
-            for (j, (_, c, i)) in order.enumerated() { assigned[c][i] = j }
+            let assigned = assignInDueOrder(schedules)
             // A common start, a little ahead, so every client is connected when its first batch is due.
             let start = monotonicNanoseconds() + 50_000_000
             for c in 0..<connections {
@@ -461,6 +459,17 @@ enum ServerBench {
             out.append(t)
         }
         return out
+    }
+
+    /// Which of the workload's batches each connection sends: `result[c][i]` is the number of
+    /// the batch connection c sends i-th, numbered in the order all connections' batches fall
+    /// due (ties by connection), so the stream reaches the server in about its own order.
+    static func assignInDueOrder(_ schedules: [[Double]]) -> [[Int]] {
+        let order = schedules.enumerated().flatMap { c, offsets in offsets.indices.map { (offsets[$0], c, $0) } }
+            .sorted { ($0.0, $0.1) < ($1.0, $1.1) }
+        var assigned = schedules.map { [Int](repeating: 0, count: $0.count) }
+        for (j, (_, c, i)) in order.enumerated() { assigned[c][i] = j }
+        return assigned
     }
 
     /// - Returns: each batch's acknowledgement latency in seconds.
