@@ -64,10 +64,10 @@ int tl_thread_set_realtime(int priority) {
     return 0;
 }
 
-int tl_thread_set_idle(int idle) {
+int tl_thread_set_idle(int tid, int idle) {
     struct sched_param p;
     memset(&p, 0, sizeof p);
-    if (sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &p) != 0) return errno;
+    if (sched_setscheduler(tid, idle ? SCHED_IDLE : SCHED_OTHER, &p) != 0) return errno;
     return 0;
 }
 
@@ -75,15 +75,8 @@ int tl_thread_id(void) {
     return (int)syscall(SYS_gettid);
 }
 
-int tl_thread_set_normal(int tid) {
-    struct sched_param p;
-    memset(&p, 0, sizeof p);
-    if (sched_setscheduler(tid, SCHED_OTHER, &p) != 0) return errno;
-    return 0;
-}
-
 static void *tl_idle_probe(void *result) {
-    *(int *)result = tl_thread_set_idle(1) == 0 && tl_thread_set_idle(0) == 0;
+    *(int *)result = tl_thread_set_idle(0, 1) == 0 && tl_thread_set_idle(0, 0) == 0;
     return NULL;
 }
 

@@ -21,8 +21,8 @@ enum ServerBench {
                   events acknowledged per second
       binary      the same, with batches the client encoded (canonical block payloads)
       line        C connections sending the same NDJSON as plain lines: events committed/s
-      ack latency for T seconds (default 5), NDJSON batches of B events (default 1000) offered at F
-                  (the workload's events after the first N, not a repeat of them)
+      ack latency for T seconds (default 5), NDJSON batches of B events (default 1000: the
+                  workload's events after the first N, not a repeat of them) offered at F
                   (default 0.5: half load) times the framed rate above (see --arrivals): p50
                   and p99 from when a batch was due to its acknowledgement (a client held back
                   still counts); --rate E offers E events/s instead, the same in every run (to
@@ -162,8 +162,7 @@ enum ServerBench {
             // it, in batches of B. (The binary-batch rate is a burst the projector cannot keep
             // up with: it catches up afterwards, so half of it is not a sustainable load.)
             let rate = (fixedRate ?? framed.last! * load) / Double(batchEvents) / Double(connections)
-            // Each connection offers rate × T batches; batch k goes to connection k mod C, so the
-            // connections together send the stream in about its order.
+            // Each connection offers rate × T batches.
             let durationBatches = Int(rate * latencySeconds) + 1
             while latencyBatches.count < durationBatches * connections {
                 var payload = [UInt8]()

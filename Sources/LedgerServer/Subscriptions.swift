@@ -280,8 +280,7 @@ final class LiveProjection: @unchecked Sendable {
         startThread(name: "tl-project") { [self] in
             if yields {
                 let id = tl_thread_id()
-                let entered = tl_thread_set_idle(1) == 0
-                queueLock.mutex.locked { threadID = id; idle = entered }
+                queueLock.mutex.locked { threadID = id; idle = tl_thread_set_idle(0, 1) == 0 }
             }
             run()
         }
@@ -296,15 +295,15 @@ final class LiveProjection: @unchecked Sendable {
         idle ? backlog <= idleBacklogMax : backlog < idleResumeBelow
     }
 
-    /// On the projector thread, after it took work: idle while caught up, normal when behind.
+    /// On the projector thread, after it took work: idle while caught up, normal when behind
+    /// or while a reader waits. The decision and the switch share queueLock with `boost`, so a
+    /// reader's boost is never undone by a decision taken just before it.
     private func adjustPriority() {
         guard yields else { return }
-        queueLock.mutex.lock()
-        let backlog = queuedEvents, boosted = projection.lastSeq < boostUntilSeq
-        queueLock.mutex.unlock()
-        let wanted = Self.staysIdle(idle: idle, backlog: backlog) && !boosted
-        guard wanted != idle, tl_thread_set_idle(wanted ? 1 : 0) == 0 else { return }
-        queueLock.mutex.locked { idle = wanted }
+        queueLock.mutex.locked {
+            let wanted = Self.staysIdle(idle: idle, backlog: queuedEvents) && projection.lastSeq >= boostUntilSeq
+            if wanted != idle, tl_thread_set_idle(0, wanted ? 1 : 0) == 0 { idle = wanted }
+        }
     }
 
     /// From the committer thread. Waits while `queueEventsMax` events are waiting to be
@@ -408,7 +407,7 @@ final class LiveProjection: @unchecked Sendable {
     private func boost(until seq: UInt64) {
         queueLock.mutex.locked {
             boostUntilSeq = max(boostUntilSeq, seq)
-            if idle, threadID != 0, tl_thread_set_normal(threadID) == 0 { idle = false }
+            if idle, threadID != 0, tl_thread_set_idle(threadID, 0) == 0 { idle = false }
         }
     }
 }

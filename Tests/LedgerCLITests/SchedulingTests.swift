@@ -89,22 +89,24 @@ final class SchedulingTests: XCTestCase {
             while !condition() && Date() < deadline { usleep(1000) }
             XCTAssertTrue(condition(), what)
         }
-        guard tl_can_leave_idle() == 1 else { throw XCTSkip("this process may not leave SCHED_IDLE (needs CAP_SYS_NICE)") }
-        eventually("idle while caught up") { live.isIdle }
+        // Without the privilege to come back it never goes (the server-process test checks the
+        // policy as nobody); with it, it is idle, boosted while a reader waits, idle again.
+        let permitted = tl_can_leave_idle() == 1
+        if permitted { eventually("idle while caught up") { live.isIdle } } else { usleep(50_000); XCTAssertFalse(live.isIdle) }
         let answered = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var seen: UInt64 = 0
         Thread.detachNewThread {
             live.withProjection(upTo: 2) { seen = $0.lastSeq }
             answered.signal()
         }
-        eventually("boosted while a reader waits") { !live.isIdle }
+        eventually("not idle while a reader waits") { !live.isIdle }
         func issued(_ token: String) -> Event { Event(type: .issued, ts: 1_000, token: token) }
         live.enqueue(firstSeq: 1, batches: [.events([issued("a"), issued("b")])])
         XCTAssertEqual(answered.wait(timeout: .now() + 5), .success)
         XCTAssertEqual(seen, 2)
         // The next work it takes, caught up and with nobody waiting, it yields again.
         live.enqueue(firstSeq: 3, batches: [.events([issued("c")])])
-        eventually("idle again") { live.isIdle }
+        if permitted { eventually("idle again") { live.isIdle } } else { usleep(50_000); XCTAssertFalse(live.isIdle) }
     }
 
     func testAnUnknownCommitPriorityIsAUsageError() throws {

@@ -20,17 +20,14 @@ int64_t tl_thread_slice(void);
 /// (SCHED_RESET_ON_FORK).
 int tl_thread_set_realtime(int priority);
 
-/// Puts the calling thread in SCHED_IDLE (`idle` != 0: it runs only on a core nothing else
-/// wants) or back in SCHED_OTHER at nice 0. Returns 0, or an errno value: leaving SCHED_IDLE
-/// needs CAP_SYS_NICE (or an RLIMIT_NICE allowing nice 0), so a caller checks that it can come
-/// back (`tl_can_leave_idle`) before it goes.
-int tl_thread_set_idle(int idle);
+/// Puts thread `tid` of this process (0: the calling thread) in SCHED_IDLE (`idle` != 0: it
+/// runs only on a core nothing else wants) or back in SCHED_OTHER at nice 0. Returns 0, or an
+/// errno value: leaving SCHED_IDLE needs CAP_SYS_NICE (or an RLIMIT_NICE allowing nice 0), so a
+/// caller checks that it can come back (`tl_can_leave_idle`) before it goes.
+int tl_thread_set_idle(int tid, int idle);
 
-/// The calling thread's kernel id (gettid), for `tl_thread_set_normal`.
+/// The calling thread's kernel id (gettid), for `tl_thread_set_idle` from another thread.
 int tl_thread_id(void);
-
-/// Puts thread `tid` of this process in SCHED_OTHER at nice 0 (out of SCHED_IDLE). 0 or errno.
-int tl_thread_set_normal(int tid);
 
 /// Whether a thread of this process can enter SCHED_IDLE and leave it again: tried on a
 /// short-lived thread of its own, so a refusal strands nothing. 1 or 0.
