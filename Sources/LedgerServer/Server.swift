@@ -464,20 +464,22 @@ final class FramedConnection: @unchecked Sendable {
         }
     }
 
-    /// Whether this reader runs with short scheduler slices (see `adaptSlices`).
-    private var shortSlices = false
+    /// The slice this reader asked for (see `adaptSlices`); nil until its first frame.
+    private var slice: ReaderSlice?
 
     /// A connection sending small frames (a revocation feed, a gateway flushing on a linger) is
     /// waiting on each one: its reader asks for short slices, so it runs as soon as a frame
-    /// arrives instead of after another connection's parse. A bulk loader's large batches go
-    /// back to default slices, so it cannot preempt everyone every 0.1 ms. One syscall per
-    /// change of kind, none per frame.
+    /// arrives instead of after another connection's parse. A reader of large batches asks for
+    /// long ones: parsers sharing a core by turns of a millisecond or so finish all their batches
+    /// late, where turns longer than a batch's parse let each finish in arrival order (the
+    /// short-sliced threads on the acknowledgement path still preempt it). One syscall per change
+    /// of kind, none per frame.
     private func adaptSlices(to frame: Frame) {
         guard server.options.schedulerHints else { return }
-        let small = frame.payload.count <= 64 << 10
-        if small != shortSlices {
-            shortSlices = small
-            if small { requestShortSlices() } else { requestDefaultSlices() }
+        let wanted = ReaderSlice(payloadBytes: frame.payload.count)
+        if wanted != slice {
+            slice = wanted
+            requestSlice(microseconds: wanted.microseconds)
         }
     }
 
@@ -753,6 +755,18 @@ final class FramedConnection: @unchecked Sendable {
         replies.broadcast()
         replies.mutex.unlock()
     }
+}
+
+/// The EEVDF slice a framed reader asks for, by the size of the frames its connection sends.
+enum ReaderSlice: Equatable {
+    /// Frames of at most 64 KiB: revocations, small gateway batches. 0.1 ms.
+    case short
+    /// Larger batches: 8 ms, longer than a 1000-event batch's parse under contention.
+    case bulk
+
+    init(payloadBytes: Int) { self = payloadBytes <= 64 << 10 ? .short : .bulk }
+
+    var microseconds: UInt64 { self == .short ? 100 : 8_000 }
 }
 
 extension LedgerServer {

@@ -261,9 +261,10 @@ public func requestShortSlices(microseconds: UInt64 = 100) {
     _ = tl_thread_request_slice(microseconds * 1000)
 }
 
-/// Back to the scheduler's default slices for the calling thread.
-public func requestDefaultSlices() {
-    _ = tl_thread_request_slice(0)
+/// Asks for slices of this length for the calling thread (0: the scheduler's default). A no-op
+/// where unsupported.
+public func requestSlice(microseconds: UInt64) {
+    _ = tl_thread_request_slice(microseconds * 1000)
 }
 
 /// Puts the calling thread at the lowest real-time priority (SCHED_FIFO 1).

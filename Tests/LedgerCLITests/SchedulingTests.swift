@@ -67,6 +67,46 @@ final class SchedulingTests: XCTestCase {
         XCTAssertEqual(server.terminate(), 0)
     }
 
+    /// The EEVDF slice (`se.slice` in /proc/PID/task/TID/sched, ns) of each thread named `name`.
+    func slices(of pid: Int32, named name: String) -> [Int] {
+        guard let tids = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return [] }
+        return tids.compactMap { tid in
+            guard let comm = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/comm", encoding: .utf8),
+                  comm.trimmingCharacters(in: .whitespacesAndNewlines) == name,
+                  let sched = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/sched", encoding: .utf8),
+                  let line = sched.split(separator: "\n").first(where: { $0.hasPrefix("se.slice") }) else { return nil }
+            return Int(line.split(separator: ":").last!.trimmingCharacters(in: .whitespaces))
+        }
+    }
+
+    /// A framed reader's slice follows its connection's frames: long while it parses bulk
+    /// batches (turns longer than a parse), short while the frames are small (a revocation feed).
+    func testAFramedReadersSliceFollowsTheSizeOfItsFrames() throws {
+        let dir = CLI.temporaryDirectory("slices")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try ServerProcess(directory: dir)
+        defer { server.killIfRunning() }
+        let pid = server.process.processIdentifier
+        guard FileManager.default.fileExists(atPath: "/proc/\(pid)/sched"),
+              (try? String(contentsOfFile: "/proc/\(pid)/sched", encoding: .utf8))?.contains("se.slice") == true else {
+            throw XCTSkip("this kernel shows no se.slice (EEVDF custom slices are Linux 6.12+)")
+        }
+        let c = try TestConnection(server.endpoint)
+        defer { c.close() }
+        try c.openFramed()
+        let bulk = (0..<1000).map { "{\"type\":\"issued\",\"ts\":\(1_000 + $0),\"token\":\"bulk-token-\($0)\",\"exp\":99999,\"sub\":\"user-\($0)\"}\n" }.joined()
+        XCTAssertGreaterThan(bulk.utf8.count, 64 << 10)
+        try c.write(Frame(.batch, id: 1, text: bulk))
+        XCTAssertEqual(try c.readFrame()?.type, .ack)
+        XCTAssertEqual(slices(of: pid, named: "tl-conn-read"), [8_000_000], "bulk batches: 8 ms slices")
+        try c.write(Frame(.batch, id: 2, text: "{\"type\":\"revoked\",\"ts\":5000,\"token\":\"bulk-token-1\"}\n"))
+        XCTAssertEqual(try c.readFrame()?.type, .ack)
+        XCTAssertEqual(slices(of: pid, named: "tl-conn-read"), [100_000], "small frames: 0.1 ms slices")
+        XCTAssertEqual(ReaderSlice(payloadBytes: 64 << 10), .short)
+        XCTAssertEqual(ReaderSlice(payloadBytes: (64 << 10) + 1), .bulk)
+        XCTAssertEqual(server.terminate(), 0)
+    }
+
     /// The projector's priority follows its backlog, with a gap between the two bounds.
     func testTheProjectorYieldsOnlyWhileCaughtUp() {
         let high = LiveProjection.idleBacklogMax, low = LiveProjection.idleResumeBelow
