@@ -107,7 +107,7 @@ enum ServeCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let log: SegmentLog
-        do { log = try SegmentLog.open(directory: directory, options: LogOptions(fsync: fsync), fileSystem: TimedFileSystem(syncs: fsyncLatency)) } catch {
+        do { log = try SegmentLog.open(directory: directory, options: LogOptions(fsync: fsync, preallocate: true), fileSystem: TimedFileSystem(syncs: fsyncLatency)) } catch {
             throw .failure("serve", "\(error)")
         }
         if let cut = log.recovery.tailCut { printError("serve: recovered: \(cut)") }

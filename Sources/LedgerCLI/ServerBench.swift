@@ -373,7 +373,7 @@ enum ServerBench {
 
     static func start(_ dir: String, stageTimes: StageTimes, schedulerHints: Bool, commitPriority: CommitPriority) throws(CLIError) -> (LedgerServer, UInt16) {
         let log: SegmentLog
-        do { log = try SegmentLog.open(directory: dir) } catch { throw .failure("bench", "\(error)") }
+        do { log = try SegmentLog.open(directory: dir, options: LogOptions(preallocate: true)) } catch { throw .failure("bench", "\(error)") }
         var options = ServerOptions()
         options.listen = Endpoint(host: "127.0.0.1", port: 0)
         options.stageTimes = stageTimes

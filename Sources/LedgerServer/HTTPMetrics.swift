@@ -63,8 +63,9 @@ public final class LatencyHistogram: @unchecked Sendable {
 /// The POSIX file system with every fsync (file or directory) timed into a histogram. The
 /// storage layer does its fsyncs inside `SegmentLog.append`, so this is where they can be seen
 /// one by one without changing it.
-public final class TimedFileSystem: FileSystem, @unchecked Sendable {
+public final class TimedFileSystem: MeasuringFileSystem, @unchecked Sendable {
     let base: any FileSystem
+    public var unmeasured: any FileSystem { base }
     public let syncs: LatencyHistogram
 
     public init(base: any FileSystem = PosixFileSystem(), syncs: LatencyHistogram) {

@@ -90,6 +90,10 @@ extension SegmentLog {
             log.lockHandle = lock
         }
         try log.recover()
+        if options.preallocate && !options.readOnly && log.recovery.damage.isEmpty {
+            log.preparer = SegmentPreparer(fs: fileSystem, directory: directory, bytes: options.segmentBytesMax)
+            log.preparer!.start()
+        }
         return log
     }
 
@@ -102,6 +106,9 @@ extension SegmentLog {
         var pendingCut: (segment: String, handle: any FileHandle, offset: UInt64, cut: TailCut)?
         var keptSegments = [String]()
         var lastSegmentSize: UInt64 = 0
+        var lastSegmentFileSize: UInt64 = 0
+        /// Where the last segment's preallocated zeros begin, if it has any.
+        var preallocatedFrom: UInt64?
 
         for (i, name) in segmentNames.enumerated() {
             let isLast = i == segmentNames.count - 1
@@ -115,8 +122,18 @@ extension SegmentLog {
 
             guard case let .success(segmentHeader) = header else {
                 let problem: String = if case let .failure(p) = header { p.description } else { "" }
-                if isLast && size <= UInt64(SegmentHeader.size) {
-                    pendingCut = (name, handle, 0, TailCut(segment: name, offset: 0, bytes: size, seqRange: nil, expectedSeq: expectedSeq,
+                if isLast, size > UInt64(SegmentHeader.size), try allZero(handle, from: 0, to: size) {
+                    // A prepared file renamed in by a roll whose commit never became durable:
+                    // preallocated space, nothing was ever acknowledged in it.
+                    handle.close()
+                    if !options.readOnly { try fs.remove(path); try fs.syncDirectory(directory) }
+                    continue
+                }
+                // A torn header followed by nothing, or only by preallocated zeros.
+                let onlyZerosAfterIt = size <= UInt64(SegmentHeader.size) ? true : try allZero(handle, from: UInt64(SegmentHeader.size), to: size)
+                if isLast && onlyZerosAfterIt {
+                    let bytes = try keptBytes(handle, from: 0, count: size)
+                    pendingCut = (name, handle, 0, TailCut(segment: name, offset: 0, bytes: bytes, seqRange: nil, expectedSeq: expectedSeq,
                                                             reason: "segment header incomplete (\(problem))", quarantinePath: nil, applied: false))
                 } else {
                     report.damage.append(Damage(segment: name, offset: 0, firstSeq: nameSeq, lastSeq: nextSegmentSeq.map { $0 - 1 },
@@ -163,8 +180,9 @@ extension SegmentLog {
                     report.indexesRebuilt.append(name)
                 }
                 if let cut = scan.cut { pendingCut = (name, handle, cut.offset, cut) }
+                if let zeros = scan.preallocatedFrom { preallocatedFrom = zeros }
             }
-            if isLast { lastSegmentSize = size }
+            if isLast { lastSegmentSize = preallocatedFrom ?? size; lastSegmentFileSize = size }
             if isLast && !options.readOnly { activeHandle = handle } else { handle.close() }
         }
 
@@ -188,7 +206,10 @@ extension SegmentLog {
         } else if let first = keptSegments.first, let seq = SegmentHeader.firstSeq(fromFileName: first), seq > 1 {
             lastSeq = seq - 1
         }
-        if activeHandle != nil { activeSize = lastSegmentSize }
+        if activeHandle != nil {
+            activeSize = lastSegmentSize
+            activeAllocated = preallocatedFrom != nil && pendingCut == nil ? lastSegmentFileSize : 0
+        }
         if !keptSegments.isEmpty && blocks.isEmpty && activeHandle != nil && report.damage.isEmpty {
             // An empty active segment carries the chain hash of what came before it.
             let header = try activeHandle!.read(at: 0, count: SegmentHeader.size)
@@ -201,6 +222,8 @@ extension SegmentLog {
         var locations: [BlockLocation] = []
         var cut: TailCut?
         var clean = true
+        /// The last segment's data ends here and only zeros follow (preallocated space).
+        var preallocatedFrom: UInt64?
     }
 
     /// Walks a segment's blocks from the header on. Damage goes into `report`; a torn tail is
@@ -209,8 +232,9 @@ extension SegmentLog {
                      expectedSeq: inout UInt64, previousChain: inout Digest32?, report: inout RecoveryReport) throws(StorageError) -> ScanResult {
         var result = ScanResult()
         var offset = UInt64(SegmentHeader.size)
-        func tail(_ bytes: UInt64, _ range: ClosedRange<UInt64>?, _ reason: String) {
-            result.cut = TailCut(segment: name, offset: offset, bytes: bytes, seqRange: range, expectedSeq: expectedSeq,
+        func tail(_ bytes: UInt64, _ range: ClosedRange<UInt64>?, _ reason: String) throws(StorageError) {
+            let kept = try keptBytes(handle, from: offset, count: bytes)
+            result.cut = TailCut(segment: name, offset: offset, bytes: kept, seqRange: range, expectedSeq: expectedSeq,
                                  reason: reason, quarantinePath: nil, applied: false)
         }
         func damage(_ first: UInt64, _ last: UInt64?, _ reason: String) {
@@ -219,13 +243,22 @@ extension SegmentLog {
         }
         while offset < size {
             let remaining = size - offset
+            // No block header is all zeros: where one would start, a last segment with only
+            // zeros left ends in preallocated space, not in a torn write.
+            func zerosFromHere() throws(StorageError) -> Bool {
+                guard isLast, try allZero(handle, from: offset, to: size) else { return false }
+                result.preallocatedFrom = offset
+                return true
+            }
             if remaining < UInt64(BlockHeader.size) {
-                if isLast { tail(remaining, nil, "\(remaining) bytes, less than a block header") } else { damage(expectedSeq, nil, "\(remaining) stray bytes at the end of a sealed segment") }
+                if try zerosFromHere() { break }
+                if isLast { try tail(remaining, nil, "\(remaining) bytes, less than a block header") } else { damage(expectedSeq, nil, "\(remaining) stray bytes at the end of a sealed segment") }
                 break
             }
             let headerBytes = try handle.read(at: offset, count: BlockHeader.size)
             switch headerBytes.withUnsafeBytes({ BlockHeader.decode($0) }) {
             case let .failure(problem):
+                if try zerosFromHere() { return result }
                 if let (nextOffset, next) = try resync(handle: handle, from: offset + 1, size: size) {
                     damage(expectedSeq, next.firstSeq > expectedSeq ? next.firstSeq - 1 : nil, problem.description)
                     offset = nextOffset
@@ -233,12 +266,12 @@ extension SegmentLog {
                     previousChain = nil
                     continue
                 }
-                if isLast { tail(remaining, nil, problem.description) } else { damage(expectedSeq, nil, problem.description) }
+                if isLast { try tail(remaining, nil, problem.description) } else { damage(expectedSeq, nil, problem.description) }
                 return result
             case let .success(header):
                 let end = offset + UInt64(header.totalBytes)
                 if end > size {
-                    if isLast { tail(remaining, header.seqRange, "block runs \(end - size) bytes past the end of the file") }
+                    if isLast { try tail(remaining, header.seqRange, "block runs \(end - size) bytes past the end of the file") }
                     else { damage(header.firstSeq, header.lastSeq, "block runs past the end of the segment") }
                     return result
                 }
@@ -256,7 +289,7 @@ extension SegmentLog {
                         // Nothing valid after it: the torn end of the last commit, whose later
                         // blocks (if any) read back as zeros or garbage after a power loss.
                         if isLast, try resync(handle: handle, from: end, size: size) == nil {
-                            tail(remaining, header.seqRange, "payload checksum mismatch with no valid block after it")
+                            try tail(remaining, header.seqRange, "payload checksum mismatch with no valid block after it")
                             return result
                         }
                         damage(header.firstSeq, header.lastSeq, "payload checksum mismatch")

@@ -51,9 +51,16 @@ public struct LogOptions: Sendable {
     public var fsync: FsyncPolicy = .always
     /// Open without the write lock and without repairing anything (replay, verify, digest).
     public var readOnly: Bool = false
+    /// Prepare each next segment ahead, as a zero-filled synced file, so that commits overwrite
+    /// allocated blocks instead of growing the file (FORMAT.md, "Preallocated space"): a
+    /// commit's fdatasync then writes no inode. Costs a segment's size of disk ahead, written
+    /// in the background; for servers, not for one-shot commands.
+    public var preallocate: Bool = false
 
-    public init(segmentBytesMax: UInt64 = 64 << 20, blockEventsMax: Int = 16384, fsync: FsyncPolicy = .always, readOnly: Bool = false) {
+    public init(segmentBytesMax: UInt64 = 64 << 20, blockEventsMax: Int = 16384, fsync: FsyncPolicy = .always, readOnly: Bool = false,
+                preallocate: Bool = false) {
         self.segmentBytesMax = segmentBytesMax; self.blockEventsMax = blockEventsMax; self.fsync = fsync; self.readOnly = readOnly
+        self.preallocate = preallocate
     }
 }
 
@@ -91,6 +98,10 @@ public final class SegmentLog: @unchecked Sendable {
     var lockHandle: (any FileHandle)?
     var activeHandle: (any FileHandle)?
     var activeSize: UInt64 = 0
+    /// The active segment file's size when it holds preallocated zeros past `activeSize`.
+    var activeAllocated: UInt64 = 0
+    /// Prepares the next segment (with `LogOptions.preallocate`).
+    var preparer: SegmentPreparer?
     var unsynced: [any FileHandle] = []
     var directoryNeedsSync = false
     var lastSyncNs: UInt64 = 0
@@ -199,6 +210,9 @@ public final class SegmentLog: @unchecked Sendable {
             // A segment is durable before the next one exists, whatever the fsync policy: a torn
             // write can then only be in the last segment, which is where recovery cuts. (Without
             // this, a crash could leave a sealed segment torn behind a newer one: read-only damage.)
+            // Its preallocated zeros go first, so only the last segment ever holds any.
+            if activeAllocated > activeSize { try active.truncate(to: activeSize) }
+            activeAllocated = 0
             if !unsynced.contains(where: { $0 === active }) { unsynced.append(active) }
             try syncNow()
             do {
@@ -210,15 +224,22 @@ public final class SegmentLog: @unchecked Sendable {
         }
         let name = SegmentHeader.fileName(firstSeq: lastSeq + 1)
         let path = joinPath(directory, name)
-        let handle = try fs.open(path, create: true, writable: true)
+        // A prepared file becomes the segment by rename (the directory sync of this commit
+        // makes the name durable); until its header is durable it is all zeros, which
+        // recovery removes. Without one, the segment starts empty as before.
+        var usedPrepared = false
+        if let ready = preparer?.take(), (try? fs.rename(ready, to: path)) != nil { usedPrepared = true }
+        let handle = try fs.open(path, create: !usedPrepared, writable: true)
         // Listed before its header is written, so a failed write rolls the new file back too.
         segments.append(name)
         activeHandle = handle
         activeSize = UInt64(SegmentHeader.size)
+        activeAllocated = 0
         unsynced.append(handle)
         directoryNeedsSync = true
-        try handle.truncate(to: 0)
+        if usedPrepared { activeAllocated = try handle.size() } else { try handle.truncate(to: 0) }
         try handle.write(at: 0, SegmentHeader(firstSeq: lastSeq + 1, previousChainHash: chainHash).encode())
+        preparer?.start()
     }
 
     private func rollBack(to savedSegments: [String], activeSize savedSize: UInt64, blockCount: Int, lastSeq savedSeq: UInt64,
@@ -237,6 +258,7 @@ public final class SegmentLog: @unchecked Sendable {
                     try fs.remove(joinPath(directory, SegmentLog.indexName(forSegment: last)))
                 }
                 try handle.truncate(to: savedSize)
+                activeAllocated = 0
                 // The roll synced the rolled-back blocks; unsynced, the truncation could be lost
                 // and they would come back after a crash although the append failed.
                 try handle.sync()
@@ -255,6 +277,8 @@ public final class SegmentLog: @unchecked Sendable {
     }
 
     public func close() throws(StorageError) {
+        preparer?.stop()
+        preparer = nil
         defer {
             activeHandle?.close(); activeHandle = nil
             for (_, h) in readHandles { h.close() }

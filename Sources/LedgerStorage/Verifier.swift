@@ -110,7 +110,7 @@ public struct Verifier {
             return nil
         }
 
-        for (index, name) in names.enumerated() {
+        segments: for (index, name) in names.enumerated() {
             let isLast = index == names.count - 1
             let handle = try fs.open(joinPath(directory, name), create: false, writable: false)
             defer { handle.close() }
@@ -120,7 +120,9 @@ public struct Verifier {
             // Blocks still waiting in the batch come earlier in the log: their problems first.
             if let p = flush() { return fail(p.segment, p.offset, p.firstSeq, p.lastSeq, p.reason) }
             if let stop = stopAtSeq, expectedSeq > stop { break }
-            if isLast && size < UInt64(SegmentHeader.size) {
+            if isLast && (size < UInt64(SegmentHeader.size)
+                || (size > UInt64(SegmentHeader.size) && (try? allZero(handle, from: UInt64(SegmentHeader.size), to: size)) == true
+                    && segmentHeaderIsTorn(handle))) {
                 // A segment created by an append that died before its header was fully written:
                 // a torn tail that recovery removes, like a short last block.
                 report.tornTailBytes = size
@@ -129,6 +131,10 @@ public struct Verifier {
             let segmentHeaderBytes = try handle.read(at: 0, count: SegmentHeader.size)
             let segmentHeader: SegmentHeader
             switch segmentHeaderBytes.withUnsafeBytes({ SegmentHeader.decode($0) }) {
+            case .failure where isLast && (try? allZero(handle, from: 0, to: size)) == true:
+                // A prepared segment renamed in by a roll that never became durable (FORMAT.md,
+                // "Preallocated space"): recovery removes it; nothing was acknowledged in it.
+                break segments
             case let .failure(p): return fail(name, 0, nameSeq, nextSeq, "segment header: \(p)")
             case let .success(h): segmentHeader = h
             }
@@ -143,10 +149,13 @@ public struct Verifier {
                 return fail(name, 0, nameSeq, nextSeq, "segment's previous chain hash does not match the end of the segment before it")
             }
             var offset = UInt64(SegmentHeader.size)
-            while offset < size {
+            blocks: while offset < size {
                 if let stop = stopAtSeq, expectedSeq > stop { break }
                 let remaining = size - offset
+                // Only zeros left in the last segment: preallocated space, the end of the data.
+                func zerosFromHere() -> Bool { isLast && (try? allZero(handle, from: offset, to: size)) == true }
                 if remaining < UInt64(BlockHeader.size) {
+                    if zerosFromHere() { break }
                     if isLast { report.tornTailBytes = remaining; break }
                     if let p2 = flush() { return fail(p2.segment, p2.offset, p2.firstSeq, p2.lastSeq, p2.reason) }
                     return fail(name, offset, expectedSeq, nextSeq, "\(remaining) stray bytes after the last block")
@@ -154,6 +163,8 @@ public struct Verifier {
                 let headerBytes = try handle.read(at: offset, count: BlockHeader.size)
                 let header: BlockHeader
                 switch headerBytes.withUnsafeBytes({ BlockHeader.decode($0) }) {
+                case .failure where zerosFromHere():
+                    break blocks
                 case let .failure(p):
                     if let p2 = flush() { return fail(p2.segment, p2.offset, p2.firstSeq, p2.lastSeq, p2.reason) }
                     var last = nextSeq
@@ -215,4 +226,11 @@ public struct Verifier {
     func resyncRange(_ handle: any FileHandle, from: UInt64, size: UInt64) throws(StorageError) -> UInt64? {
         try findNextBlockHeader(handle, from: from, size: size, requireWholeBlock: false)?.1.firstSeq
     }
+}
+
+/// Whether a segment's header does not decode (written in part, or not at all).
+private func segmentHeaderIsTorn(_ handle: any FileHandle) -> Bool {
+    guard let bytes = try? handle.read(at: 0, count: SegmentHeader.size) else { return true }
+    if case .success = bytes.withUnsafeBytes({ SegmentHeader.decode($0) }) { return false }
+    return true
 }

@@ -1,0 +1,90 @@
+import Foundation
+import LedgerModel
+@testable import LedgerStorage
+import XCTest
+
+/// Segments prepared ahead as zero-filled files (LogOptions.preallocate, FORMAT.md
+/// "Preallocated space"), on the real file system.
+final class PreallocationTests: XCTestCase {
+    func testSegmentsArePreparedAheadSealedWithoutTheirZerosAndReopenedWithThem() throws {
+        let seed = testSeed(0x9A11)
+        let dir = NSTemporaryDirectory() + "tl-prealloc-\(getpid())-\(seed)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fs = PosixFileSystem()
+        let options = LogOptions(segmentBytesMax: 8192, blockEventsMax: 16, preallocate: true)
+        var factory = EventFactory(seed: seed, extremeValues: false)
+        var log = try SegmentLog.open(directory: dir, options: options, fileSystem: fs)
+        var history = [Event]()
+        while log.segments.count < 4 {
+            // Each roll finds the next file ready, so every segment after the first is one.
+            log.preparer!.waitUntilIdle()
+            let batch = factory.events(20)
+            try log.append(batch)
+            history += batch
+        }
+        log.preparer!.waitUntilIdle()
+        XCTAssertTrue(fs.fileExists(joinPath(dir, SegmentPreparer.readyName)), "the next one is ready")
+        func fileSize(_ name: String) throws -> UInt64 { let h = try fs.open(joinPath(dir, name), create: false, writable: false); defer { h.close() }; return try h.size() }
+        for name in log.segments.dropLast() {
+            let end = log.blocks.filter { $0.segment == name }.map { $0.offset + UInt64($0.header.totalBytes) }.max()!
+            XCTAssertEqual(try fileSize(name), end, "seed \(seed): sealed \(name) holds no zeros")
+        }
+        let active = log.segments.last!
+        XCTAssertEqual(try fileSize(active), options.segmentBytesMax, "seed \(seed): the active segment is a prepared file")
+        XCTAssertLessThan(log.activeSize, options.segmentBytesMax)
+        let lastSeq = log.lastSeq, chain = log.chainHash
+        try log.close()
+
+        var report = try Verifier(directory: dir, fileSystem: fs).run()
+        XCTAssertNil(report.problem, "seed \(seed)")
+        XCTAssertEqual(report.tornTailBytes, 0, "zeros are not a torn tail")
+        XCTAssertEqual(report.lastSeq, lastSeq)
+
+        log = try SegmentLog.open(directory: dir, options: options, fileSystem: fs)
+        XCTAssertTrue(log.recovery.damage.isEmpty, "seed \(seed): \(log.recovery)")
+        XCTAssertNil(log.recovery.tailCut, "seed \(seed): \(log.recovery)")
+        XCTAssertEqual(log.lastSeq, lastSeq)
+        XCTAssertEqual(log.chainHash, chain)
+        XCTAssertEqual(try fileSize(active), options.segmentBytesMax, "reopened, the zeros stay for the next commits")
+        let more = factory.events(5)
+        try log.append(more)
+        XCTAssertEqual(try readAll(log), history + more, "seed \(seed)")
+        try log.close()
+        report = try Verifier(directory: dir, fileSystem: fs).run()
+        XCTAssertNil(report.problem, "seed \(seed)")
+        XCTAssertEqual(report.lastSeq, lastSeq + 5)
+    }
+
+    /// A roll renamed a prepared file in and the machine died before the segment's header was
+    /// durable: a segment of zeros, in which nothing was acknowledged. Verify ends before it and
+    /// opening removes it; a leftover partial preparation goes too.
+    func testAZeroSegmentAndAPartialPreparationAreRemovedOnOpen() throws {
+        let seed = testSeed(0x9A12)
+        let fs = SimulatedFileSystem()
+        var factory = EventFactory(seed: seed, extremeValues: false)
+        var log = try openLog(fs, LogOptions(segmentBytesMax: 1 << 20))
+        let events = factory.events(30)
+        try log.append(events)
+        try log.close()
+        let zeroSegment = segmentPath(SegmentHeader.fileName(firstSeq: log.lastSeq + 1))
+        fs.setContents(zeroSegment, [UInt8](repeating: 0, count: 4096))
+        let partial = joinPath(ledgerDirectory, SegmentPreparer.partialName)
+        fs.setContents(partial, [UInt8](repeating: 0, count: 100))
+        let before = try verify(fs)
+        XCTAssertNil(before.problem, "seed \(seed)")
+        XCTAssertEqual(before.lastSeq, 30)
+
+        log = try openLog(fs, LogOptions(segmentBytesMax: 1 << 20, preallocate: true))
+        XCTAssertTrue(log.recovery.damage.isEmpty, "\(log.recovery)")
+        XCTAssertNil(fs.contents(zeroSegment), "the zero segment is removed")
+        XCTAssertNil(fs.contents(partial), "the partial preparation is removed")
+        XCTAssertEqual(log.lastSeq, 30)
+        log.preparer!.waitUntilIdle()
+        XCTAssertEqual(fs.contents(joinPath(ledgerDirectory, SegmentPreparer.readyName))?.count, 1 << 20, "a fresh one is prepared")
+        let more = factory.events(3)
+        try log.append(more)
+        XCTAssertEqual(try readAll(log), events + more, "seed \(seed)")
+        XCTAssertNil(try verify(fs).problem)
+        try log.close()
+    }
+}
