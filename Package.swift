@@ -20,7 +20,7 @@ let package = Package(
 
         .target(name: "LedgerCrypto", dependencies: ["COpenSSL"]),
         .target(name: "LedgerModel", dependencies: ["LedgerCrypto"]),
-        .target(name: "LedgerStorage", dependencies: ["LedgerModel", "LedgerCrypto", "CLZ4"]),
+        .target(name: "LedgerStorage", dependencies: ["LedgerModel", "LedgerCrypto", "CLZ4", "CThreads"]),
         // The rebuild loop mutates class-held tables per event; the runtime exclusivity checks
         // on those accesses were ~5% of a rebuild (perf), and the loop has no overlapping access.
         .target(name: "LedgerProjection", dependencies: ["LedgerModel", "LedgerStorage", "LedgerCrypto"],

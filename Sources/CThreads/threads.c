@@ -2,6 +2,7 @@
 #include "cthreads.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
@@ -86,4 +87,26 @@ int tl_can_leave_idle(void) {
     if (pthread_create(&t, NULL, tl_idle_probe, &result) != 0) return 0;
     pthread_join(t, NULL);
     return result;
+}
+
+// <linux/ioprio.h>: class in the top 3 bits of 16; IOPRIO_WHO_PROCESS with 0 is the caller.
+#define TL_IOPRIO_CLASS_SHIFT 13
+#define TL_IOPRIO_CLASS_IDLE 3
+#define TL_IOPRIO_WHO_PROCESS 1
+
+int tl_thread_set_io_idle(int idle) {
+    long previous = syscall(SYS_ioprio_get, TL_IOPRIO_WHO_PROCESS, 0);
+    if (previous < 0) return -errno;
+    int value = idle ? (TL_IOPRIO_CLASS_IDLE << TL_IOPRIO_CLASS_SHIFT) : 0;
+    if (syscall(SYS_ioprio_set, TL_IOPRIO_WHO_PROCESS, 0, value) != 0) return -errno;
+    return (int)previous;
+}
+
+int tl_thread_restore_io_priority(int previous) {
+    if (previous < 0) return 0;
+    return syscall(SYS_ioprio_set, TL_IOPRIO_WHO_PROCESS, 0, previous) == 0 ? 0 : errno;
+}
+
+int tl_start_writeback(int fd, int64_t offset, int64_t count) {
+    return sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE) == 0 ? 0 : errno;
 }

@@ -26,10 +26,15 @@ public protocol FileHandle: AnyObject {
     func write(at offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws(StorageError)
     func truncate(to size: UInt64) throws(StorageError)
     func sync() throws(StorageError)
+    /// Starts writing back `count` bytes at `offset` without waiting and without a cache flush
+    /// (sync_file_range); durability still needs `sync()`. A no-op where there is no such call.
+    func startWriteback(at offset: UInt64, count: Int)
     func close()
 }
 
 extension FileHandle {
+    public func startWriteback(at offset: UInt64, count: Int) {}
+
     public func read(at offset: UInt64, count: Int) throws(StorageError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         let result = out.withUnsafeMutableBytes { buffer in

@@ -1,3 +1,4 @@
+import CThreads
 import Glibc
 
 /// The real file system (POSIX pread/pwrite/fsync).
@@ -115,6 +116,10 @@ final class PosixFileHandle: FileHandle {
     func sync() throws(StorageError) {
         // fdatasync: the size change of an append is metadata fdatasync does flush.
         guard fdatasync(fd) == 0 else { throw .io(operation: "fdatasync", path: path, errno: errno) }
+    }
+
+    func startWriteback(at offset: UInt64, count: Int) {
+        _ = tl_start_writeback(fd, Int64(offset), Int64(count))
     }
 
     func close() {

@@ -7,6 +7,7 @@
 // in the background as a zero-filled, synced file of another name, and a roll renames it into
 // place. Preparing the active segment itself would not do: its fdatasync would then write the
 // preparer's dirty zeros too, inside a commit.
+import CThreads
 import Dispatch
 import Glibc
 import Synchronization
@@ -98,12 +99,20 @@ final class SegmentPreparer: @unchecked Sendable {
         while state.withLock({ $0.running }) { usleep(1000) }
     }
 
+    /// Bytes written per step, and the pause after each: the commits' fsyncs share the disk
+    /// with it, and 64 MiB written at once held them up to 10 ms behind it (p99).
+    static let stepBytes = 256 << 10
+    static let pauseMicroseconds: UInt32 = 4_000
+
     private func prepare() throws(StorageError) {
+        // Its writes go after the commits' where the I/O scheduler allows (mq-deadline does).
+        let previousIOPriority = tl_thread_set_io_idle(1)
+        defer { _ = tl_thread_restore_io_priority(previousIOPriority) }
         let partial = joinPath(directory, Self.partialName)
         let handle = try fs.open(partial, create: true, writable: true)
         defer { handle.close() }
         try handle.truncate(to: 0)
-        let chunk = [UInt8](repeating: 0, count: 1 << 20)
+        let chunk = [UInt8](repeating: 0, count: Self.stepBytes)
         var offset: UInt64 = 0
         while offset < bytes {
             if state.withLock({ $0.stopping }) {
@@ -113,6 +122,10 @@ final class SegmentPreparer: @unchecked Sendable {
             let n = Int(min(UInt64(chunk.count), bytes - offset))
             try handle.write(at: offset, n == chunk.count ? chunk : Array(chunk[0..<n]))
             offset += UInt64(n)
+            // Written back step by step (without a cache flush per step), so no burst of dirty
+            // pages is left for the one sync at the end.
+            handle.startWriteback(at: offset - UInt64(n), count: n)
+            if offset < bytes { usleep(Self.pauseMicroseconds) }
         }
         try handle.sync()
         try fs.rename(partial, to: joinPath(directory, Self.readyName))

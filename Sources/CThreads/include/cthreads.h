@@ -26,6 +26,16 @@ int tl_thread_set_realtime(int priority);
 /// caller checks that it can come back (`tl_can_leave_idle`) before it goes.
 int tl_thread_set_idle(int tid, int idle);
 
+/// Sets the calling thread's I/O priority class: 3 idle (its requests go after everyone
+/// else's where the block layer's scheduler honours priorities, as mq-deadline does), 0 back
+/// to the default. Returns the previous value for `tl_thread_restore_io_priority`, or -errno.
+int tl_thread_set_io_idle(int idle);
+int tl_thread_restore_io_priority(int previous);
+
+/// sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE): starts write-back of that range
+/// without waiting and without a cache flush (needs _GNU_SOURCE). Returns 0 or errno.
+int tl_start_writeback(int fd, int64_t offset, int64_t count);
+
 /// The calling thread's kernel id (gettid), for `tl_thread_set_idle` from another thread.
 int tl_thread_id(void);
 
