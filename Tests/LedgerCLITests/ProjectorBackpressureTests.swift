@@ -77,4 +77,73 @@ final class ProjectorBackpressureTests: XCTestCase {
         XCTAssertEqual(live.withProjection(upTo: 20_000) { $0.lastSeq }, 20_000)
         XCTAssertEqual(live.backlog, 0)
     }
+
+    /// The commit queue's bound, behind a held projector: the committer waits on the projector,
+    /// readers of several connections wait for room in the commit queue, and all of them are
+    /// woken (each by a wake-up sent after the lock is let go) once the projector moves again.
+    func testReadersWaitingForRoomInTheCommitQueueAreAllWokenAndAcknowledged() throws {
+        let dir = CLI.temporaryDirectory("commit-bound")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = ServerOptions()
+        options.listen = Endpoint(host: "127.0.0.1", port: 0)
+        options.projectionQueueEventsMax = 1_000
+        options.queueEventsMax = 2_000
+        let server = LedgerServer(log: try SegmentLog.open(directory: dir), options: options, logger: { _ in })
+        try server.start()
+        defer { server.stop() }
+        let live = try XCTUnwrap(server.live)
+
+        let connections = 3, perConnection = 8
+        var generator = WorkloadGenerator(WorkloadConfiguration(seed: 22, events: connections * perConnection * 500))
+        var batches = [[UInt8]](), current = [UInt8](), inBatch = 0
+        while let e = generator.next() {
+            NDJSONEncoder.append(e, to: &current)
+            inBatch += 1
+            if inBatch == 500 { batches.append(current); current = []; inBatch = 0 }
+        }
+        XCTAssertEqual(batches.count, connections * perConnection)
+
+        let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            live.withProjection(upTo: 0) { _ in
+                holding.signal()
+                release.wait()
+            }
+        }
+        holding.wait()
+
+        var clients = [FramedClient](), acks = [Acks]()
+        for c in 0..<connections {
+            let client = try FramedClient(Endpoint(host: "127.0.0.1", port: server.port))
+            let a = Acks()
+            clients.append(client); acks.append(a)
+            Thread.detachNewThread {
+                while let f = try? client.next() {
+                    XCTAssertEqual(f.type, .ack, f.text)
+                    a.lock.withLock { a.ids.append(f.id) }
+                }
+            }
+            for i in 0..<perConnection {
+                try client.socket.write(Frame(.batch, id: UInt64(i), payload: batches[c * perConnection + i]).encoded)
+            }
+        }
+        defer { for c in clients { c.close() } }
+
+        // Held: at most the projector's bound, one commit waiting to be handed to it, and the
+        // commit queue's bound are acknowledged or queued; the rest wait in their readers.
+        usleep(1_000_000)
+        let held = acks.reduce(0) { $0 + $1.count }
+        XCTAssertLessThanOrEqual(held * 500, 1_000 + 2_000, "acknowledged while the projector was held: \(held) batches")
+        XCTAssertLessThanOrEqual(server.committer.queueDepth, 2_000)
+        XCTAssertLessThan(held, connections * perConnection, "some batches must still be waiting for room")
+
+        release.signal()
+        let end = Date().addingTimeInterval(20)
+        while acks.reduce(0, { $0 + $1.count }) < connections * perConnection && Date() < end { usleep(10_000) }
+        for (c, a) in acks.enumerated() {
+            XCTAssertEqual(a.lock.withLock { a.ids }, (0..<perConnection).map { UInt64($0) }, "connection \(c): every batch, in order")
+        }
+        let total = UInt64(connections * perConnection * 500)
+        XCTAssertEqual(live.withProjection(upTo: total) { $0.lastSeq }, total)
+    }
 }
