@@ -134,7 +134,7 @@ enum ServerBench {
             }
             group.wait()
             framed.append(Double(events) / seconds(since: t0))
-            progress.update(force: true, "run \(r + 1): framed \(formatCount(framed.last!)) events/s acknowledged")
+            progress.update(force: true, "run \(r + 1): framed \(formatCount(framed.last!)) events/s acknowledged, the projector \(server.projectionBacklog) events behind")
 
             let perConnectionBinary = (0..<connections).map { c in stride(from: c, to: binaryBatches.count, by: connections).map { binaryBatches[$0] } }
             let tb = monotonicNanoseconds()
