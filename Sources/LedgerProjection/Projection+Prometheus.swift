@@ -127,9 +127,7 @@ extension Projection {
         sample("tokenledger_token_invalidation_rate", [], Double(revokedInWindow) / window)
 
         family("tokenledger_anomalies_total", "counter", "Anomalies raised, by kind.")
-        var anomalyCounts = [AnomalyKind: UInt64]()
-        for a in anomalyRecords { anomalyCounts[a.kind, default: 0] += 1 }
-        for k in AnomalyKind.allCases { sample("tokenledger_anomalies_total", [("kind", k.name)], Double(anomalyCounts[k] ?? 0)) }
+        for k in AnomalyKind.allCases { sample("tokenledger_anomalies_total", [("kind", k.name)], Double(anomalyRecords.count(of: k))) }
 
         family("tokenledger_release_rejection_ratio", "gauge", "Rejections over validations plus rejections, by release and non-stable track; stable track as release=\"\".")
         sample("tokenledger_release_rejection_ratio", [("track", ProjectionOptions.stableTrack)], stable.rate)

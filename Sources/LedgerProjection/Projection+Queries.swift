@@ -121,7 +121,7 @@ extension Projection {
             }
         }
         var anomalies = [AnomalyKind: UInt64]()
-        for a in anomalyRecords { anomalies[a.kind, default: 0] += 1 }
+        for k in AnomalyKind.allCases where anomalyRecords.count(of: k) > 0 { anomalies[k] = anomalyRecords.count(of: k) }
         return StateSummary(seq: lastSeq, clock: clock, events: eventCount, tokens: counts[0] + counts[1] + counts[2] + counts[3],
                             active: counts[0], expired: counts[1], revoked: counts[2], superseded: counts[3],
                             unknown: counts[4], anomalies: anomalies)

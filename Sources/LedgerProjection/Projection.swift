@@ -149,7 +149,7 @@ public final class Projection {
     var records = RecordPages()
     var names = NameTable()
     var counters = CounterTable()
-    var anomalyRecords: [AnomalyRecord] = []
+    var anomalyRecords = AnomalyLog()
     var markerRecords: [MarkerRecord] = []
     var rejection: [UInt64: RejectionStats] = [:]
     var stable = RejectionStats()
