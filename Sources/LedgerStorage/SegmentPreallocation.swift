@@ -33,8 +33,7 @@ final class SegmentPreparer: @unchecked Sendable {
         var running = false
         var ready = false
         var stopping = false
-        /// Why the last preparation failed (kept for tests and logs; a roll then creates the
-        /// segment as before).
+        /// Why the last preparation failed (a roll then creates the segment as before).
         var failure: StorageError?
     }
     private let state = Mutex(State())
@@ -68,6 +67,10 @@ final class SegmentPreparer: @unchecked Sendable {
         guard go else { return }
         queue.async { [self] in
             let outcome: StorageError? = Result { () throws(StorageError) in try prepare() }.failureValue
+            // A preparation that failed (a full disk, most likely) must not keep the space it
+            // took from the commits: the partial file goes, and the next roll makes its segment
+            // as without preallocation.
+            if outcome != nil { try? fs.remove(joinPath(directory, Self.partialName)) }
             state.withLock { s in
                 s.running = false
                 if let outcome { s.failure = outcome } else { s.ready = true }

@@ -87,4 +87,40 @@ final class PreallocationTests: XCTestCase {
         XCTAssertNil(try verify(fs).problem)
         try log.close()
     }
+
+    /// The disk fills while a segment is being prepared: the preparation fails and its partial
+    /// file is removed (its space is the commits'), the log goes on, and once there is room
+    /// again a roll makes its segment as without preallocation and preparing starts over.
+    func testAPreparationThatRunsOutOfSpaceLeavesNoFileAndTheLogGoesOn() throws {
+        let seed = testSeed(0x9A13)
+        let fs = SimulatedFileSystem()
+        var factory = EventFactory(seed: seed, extremeValues: false)
+        fs.noSpaceAfterBytes = 300_000
+        let options = LogOptions(segmentBytesMax: 1 << 20, blockEventsMax: 16, preallocate: true)
+        var log = try openLog(fs, options)
+        log.preparer!.waitUntilIdle()
+        let partial = joinPath(ledgerDirectory, SegmentPreparer.partialName), ready = joinPath(ledgerDirectory, SegmentPreparer.readyName)
+        guard case let .io(_, _, errno)? = log.preparer!.lastFailure else { return XCTFail("seed \(seed): the preparation must fail, got \(String(describing: log.preparer!.lastFailure))") }
+        XCTAssertEqual(errno, ENOSPC)
+        XCTAssertFalse(log.preparer!.isReady)
+        XCTAssertFalse(fs.fileExists(partial), "seed \(seed): the partial preparation is removed")
+        XCTAssertFalse(fs.fileExists(ready))
+
+        // (The simulated disk does not give back removed bytes: the room comes back here.)
+        fs.noSpaceAfterBytes = nil
+        let first = factory.events(40)
+        try log.append(first)
+        var history = first
+        let segments = log.segments.count
+        while log.segments.count == segments {
+            let batch = factory.events(200)
+            try log.append(batch)
+            history += batch
+        }
+        log.preparer!.waitUntilIdle()
+        XCTAssertEqual(fs.contents(ready)?.count, 1 << 20, "seed \(seed): with room again, the next one is prepared")
+        XCTAssertEqual(try readAll(log), history, "seed \(seed)")
+        try log.close()
+        XCTAssertNil(try verify(fs).problem, "seed \(seed)")
+    }
 }
