@@ -15,6 +15,13 @@ public protocol FileSystem: AnyObject, Sendable {
     /// Takes an exclusive advisory lock on `path` held until the handle is closed.
     /// - Returns: nil when another holder has it.
     func lock(_ path: String) throws(StorageError) -> (any FileHandle)?
+    /// Bytes an unprivileged writer may still add on the file system holding `path`; nil when
+    /// unknown.
+    func availableBytes(_ path: String) -> UInt64?
+}
+
+extension FileSystem {
+    public func availableBytes(_ path: String) -> UInt64? { nil }
 }
 
 public protocol FileHandle: AnyObject {

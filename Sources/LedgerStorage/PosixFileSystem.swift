@@ -49,6 +49,12 @@ public final class PosixFileSystem: FileSystem, @unchecked Sendable {
         guard unlink(path) == 0 || errno == ENOENT else { throw .io(operation: "unlink", path: path, errno: errno) }
     }
 
+    public func availableBytes(_ path: String) -> UInt64? {
+        var st = statvfs()
+        guard statvfs(path, &st) == 0 else { return nil }
+        return UInt64(st.f_bavail) &* UInt64(st.f_frsize)
+    }
+
     public func syncDirectory(_ path: String) throws(StorageError) {
         let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw .io(operation: "open directory", path: path, errno: errno) }

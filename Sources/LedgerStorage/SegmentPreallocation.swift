@@ -57,7 +57,9 @@ final class SegmentPreparer: @unchecked Sendable {
     var lastFailure: StorageError? { state.withLock { $0.failure } }
     var isReady: Bool { state.withLock { $0.ready } }
 
-    /// Starts preparing the next file unless one is ready or being prepared.
+    /// Starts preparing the next file unless one is ready or being prepared, or the disk is
+    /// nearly full: a preparation starts only while twice its size is free, so that what it
+    /// takes never leaves the commits (and snapshots, index files) less than a segment's room.
     func start() {
         let go = state.withLock { s -> Bool in
             if s.running || s.ready || s.stopping { return false }
@@ -65,6 +67,13 @@ final class SegmentPreparer: @unchecked Sendable {
             return true
         }
         guard go else { return }
+        if let free = fs.availableBytes(directory), free < bytes &* 2 {
+            state.withLock { s in
+                s.running = false
+                s.failure = .failed("not prepared: \(free) bytes free, under twice the segment size (\(bytes &* 2))")
+            }
+            return
+        }
         queue.async { [self] in
             let outcome: StorageError? = Result { () throws(StorageError) in try prepare() }.failureValue
             // A preparation that failed (a full disk, most likely) must not keep the space it

@@ -78,6 +78,14 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
         try withLock { () throws(StorageError) in _ = files.removeValue(forKey: path) }
     }
 
+    /// Whether `availableBytes` tells what `noSpaceAfterBytes` leaves (off: it says it does not
+    /// know, as a writer that checks nothing first sees a disk fill).
+    public var reportsAvailableBytes = false
+
+    public func availableBytes(_ path: String) -> UInt64? {
+        mutex.withLock { _ in reportsAvailableBytes ? noSpaceAfterBytes.map { UInt64(max(0, $0)) } : nil }
+    }
+
     public func syncDirectory(_ path: String) throws(StorageError) {
         try withLock { () throws(StorageError) in
             let prefix = path.hasSuffix("/") ? path : path + "/"

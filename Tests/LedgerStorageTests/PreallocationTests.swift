@@ -123,4 +123,35 @@ final class PreallocationTests: XCTestCase {
         try log.close()
         XCTAssertNil(try verify(fs).problem, "seed \(seed)")
     }
+
+    /// Under twice a segment's size free, nothing is prepared (no file is started), and a roll
+    /// makes its segment as without preallocation; with room again, preparing resumes.
+    func testNothingIsPreparedWhileTheDiskIsNearlyFull() throws {
+        let seed = testSeed(0x9A14)
+        let fs = SimulatedFileSystem()
+        fs.reportsAvailableBytes = true
+        var factory = EventFactory(seed: seed, extremeValues: false)
+        fs.noSpaceAfterBytes = (1 << 21) - 1
+        let options = LogOptions(segmentBytesMax: 1 << 20, blockEventsMax: 16, preallocate: true)
+        var log = try openLog(fs, options)
+        log.preparer!.waitUntilIdle()
+        guard case let .failed(why)? = log.preparer!.lastFailure else { return XCTFail("seed \(seed): nothing must be prepared, got \(String(describing: log.preparer!.lastFailure))") }
+        XCTAssertTrue(why.contains("bytes free"), why)
+        XCTAssertFalse(fs.fileExists(joinPath(ledgerDirectory, SegmentPreparer.partialName)), "seed \(seed): no file was started")
+        XCTAssertEqual(fs.noSpaceAfterBytes, (1 << 21) - 1, "seed \(seed): not a byte written for it")
+        var history = factory.events(30)
+        try log.append(history)
+        fs.noSpaceAfterBytes = nil
+        let segments = log.segments.count
+        while log.segments.count == segments {
+            let batch = factory.events(200)
+            try log.append(batch)
+            history += batch
+        }
+        log.preparer!.waitUntilIdle()
+        XCTAssertEqual(fs.contents(joinPath(ledgerDirectory, SegmentPreparer.readyName))?.count, 1 << 20, "seed \(seed): prepared again")
+        XCTAssertEqual(try readAll(log), history, "seed \(seed)")
+        try log.close()
+        XCTAssertNil(try verify(fs).problem, "seed \(seed)")
+    }
 }
