@@ -27,7 +27,7 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
         .target(name: "LedgerServer", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerCrypto", "CMicroHTTPD", "CThreads"]),
         .target(name: "LedgerWorkload", dependencies: ["LedgerModel"]),
-        .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerServer", "LedgerWorkload", "LedgerCrypto"]),
+        .target(name: "LedgerCLI", dependencies: ["LedgerModel", "LedgerStorage", "LedgerProjection", "LedgerServer", "LedgerWorkload", "LedgerCrypto", "CThreads"]),
         .executableTarget(name: "tokenledger", dependencies: ["LedgerCLI"]),
 
         .testTarget(name: "LedgerCryptoTests", dependencies: ["LedgerCrypto"]),

@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 // The kernel's struct sched_attr (include/uapi/linux/sched/types.h), declared here because
@@ -109,4 +110,50 @@ int tl_thread_restore_io_priority(int previous) {
 
 int tl_start_writeback(int fd, int64_t offset, int64_t count) {
     return sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE) == 0 ? 0 : errno;
+}
+
+int tl_cpus_available(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (int)n : 1;
+    }
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}
+
+static int64_t monotonic_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+int tl_measure_stalls(int cpu, int64_t nanoseconds, tl_stalls *out) {
+    cpu_set_t before, one;
+    if (sched_getaffinity(0, sizeof before, &before) != 0) return errno;
+    // The cpu-th core this thread may run on, not core number cpu: taskset may have left gaps.
+    int n = -1;
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (CPU_ISSET(c, &before) && ++n == cpu) { n = c; break; }
+        if (c == CPU_SETSIZE - 1) return EINVAL;
+    }
+    CPU_ZERO(&one);
+    CPU_SET(n, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) return errno;
+    tl_stalls s = {0, 0, 0, 0};
+    int64_t last = monotonic_ns(), end = last + nanoseconds;
+    while (last < end) {
+        int64_t t = monotonic_ns(), gap = t - last;
+        if (gap > 500000) {
+            s.stalledNs += gap;
+            if (gap > 1000000) s.over1ms++;
+            if (gap > 5000000) s.over5ms++;
+        }
+        if (gap > s.longestNs) s.longestNs = gap;
+        last = t;
+    }
+    sched_setaffinity(0, sizeof before, &before);
+    *out = s;
+    return 0;
 }

@@ -1,6 +1,7 @@
 // `tokenledger bench server`: the ledger server on loopback, measured with in-process clients
 // against the physical references on the same machine: loopback TCP throughput of the same bytes
 // and the disk's fdatasync latency.
+import CThreads
 import Dispatch
 import Foundation
 import LedgerModel
@@ -32,7 +33,9 @@ enum ServerBench {
       revocation  meanwhile, one revocation every 5 ms: p50 and p99 from when it was due to a
                   subscriber (type revoked) receiving it, and where the server spent it
     and the references: loopback TCP throughput of the same bytes into a reader that discards
-    them, and fdatasync latency of a 4 KiB write in the scratch directory.
+    them, fdatasync latency of a 4 KiB write in the scratch directory, and the machine's own
+    stalls (a thread per core spinning on the clock for 3 s before each latency phase: how
+    often a core was taken away for more than 1 and 5 ms, as a hypervisor does to a vCPU).
 
       --arrivals A           batches (default): each connection offers its batches as a Poisson
                              process, so one connection sometimes sends several at once;
@@ -116,6 +119,8 @@ enum ServerBench {
         var stageP50 = [[Double]](repeating: [], count: 12), stageP99 = [[Double]](repeating: [], count: 12)
         var cpuServer = [Double](), cpuClients = [Double](), machineBusy = [Double](), cpuThreads = [String: [Double]]()
         var anomaliesPerMillion = [Double]()
+        let stallSeconds = 3.0
+        var stallTotals = (over1: Int64(0), over5: Int64(0), stalled: Int64(0), longest: Int64(0), seconds: 0.0)
         var halfLoad = [Double](), framed = [Double](), sustained = [Double](), binary = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
         for r in 0..<runs {
             loopback.append(Double(events) / loopbackSeconds(batches))
@@ -200,6 +205,11 @@ enum ServerBench {
             while server.projectionBacklog > 0 { usleep(10_000) }
             usleep(500_000)
             progress.update(force: true, "run \(r + 1): projector drained \(backlogAtEnd) events in \(String(format2: seconds(since: drainStart))) s before the latency phase")
+            // The machine's own stalls, on the idle server, right before the phase they bound.
+            let st = stalls(seconds: stallSeconds)
+            stallTotals.over1 += st.over1ms; stallTotals.over5 += st.over5ms; stallTotals.stalled += st.stalledNs
+            stallTotals.longest = max(stallTotals.longest, st.longestNs); stallTotals.seconds += stallSeconds * Double(st.cores)
+            progress.update(force: true, "run \(r + 1): vCPU stalls over \(st.cores) cores in \(Int(stallSeconds)) s: \(st.over1ms) > 1 ms, \(st.over5ms) > 5 ms, longest \(String(format2: Double(st.longestNs) / 1e6)) ms")
             let anomaliesBefore = server.anomaliesRaised ?? 0
             // Each connection's batches are due as its own arrival process (below); the workload's
             // batches go to them in the order they fall due across all connections, so the server
@@ -301,6 +311,7 @@ enum ServerBench {
         print("    scheduler hints                         \(schedulerHints ? "on (serve's default)" : "off (--no-scheduler-hints)")"
               + "; committer \(committerRealtime ? "real-time" : "normal") priority (--commit-priority \(commitPriority.rawValue))")
         print("  reference: loopback TCP, same bytes       \(formatCount(med(loopback)).padding(10))events/s (\(Int(med(loopback) * Double(totalBytes) / Double(events) / 1e6)) MB/s)")
+        print("  reference: vCPU stalls, a spinning thread per core, \(Int(stallSeconds)) s a run: per core-second \(String(format2: Double(stallTotals.over1) / stallTotals.seconds)) > 1 ms, \(String(format2: Double(stallTotals.over5) / stallTotals.seconds)) > 5 ms; \(String(format2: Double(stallTotals.stalled) / 1e7 / stallTotals.seconds))% of the time stopped; longest \(String(format2: Double(stallTotals.longest) / 1e6)) ms")
         print("  reference: fdatasync 4 KiB, p50 / p99     \(String(format2: med(fsyncP50) * 1000)) / \(String(format2: med(fsyncP99) * 1000)) ms")
         print("  ratios: framed = \(Int(med(framed) / med(loopback) * 100))% of loopback; line = \(Int(med(line) / med(loopback) * 100))%")
         return 0
@@ -626,6 +637,29 @@ enum ServerBench {
         c.close()
         done.wait()
         return seconds(since: t)
+    }
+
+    /// A thread per core spinning on the clock for `seconds`, all at once: how often the cores
+    /// were taken from this machine (a hypervisor stopping a vCPU, an interrupt storm), summed
+    /// over the cores. The latency phase's p99 is judged against it: a batch in a core's hands
+    /// when it stops waits out the stop, and the other core meanwhile takes on its backlog.
+    static func stalls(seconds: Double) -> (over1ms: Int64, over5ms: Int64, stalledNs: Int64, longestNs: Int64, cores: Int) {
+        let cores = Int(tl_cpus_available())
+        let group = DispatchGroup()
+        let lock = NSLock()
+        nonisolated(unsafe) var total = tl_stalls()
+        for cpu in 0..<cores {
+            spawn(group) {
+                var s = tl_stalls()
+                guard tl_measure_stalls(Int32(cpu), Int64(seconds * 1e9), &s) == 0 else { return }
+                lock.withLock {
+                    total.over1ms += s.over1ms; total.over5ms += s.over5ms; total.stalledNs += s.stalledNs
+                    total.longestNs = max(total.longestNs, s.longestNs)
+                }
+            }
+        }
+        group.wait()
+        return (total.over1ms, total.over5ms, total.stalledNs, total.longestNs, cores)
     }
 
     static func fsyncLatency(_ dir: String) -> (Double, Double) {

@@ -46,4 +46,22 @@ int tl_can_leave_idle(void);
 /// Names the calling thread (15 bytes at most, as `top -H` and perf show it).
 int tl_thread_set_name(const char *name);
 
+/// The cores this process may run on (sched_getaffinity: what taskset or a cgroup's cpuset
+/// left it), at least 1.
+int tl_cpus_available(void);
+
+/// What a thread spinning on one core saw of the core being taken from it, for `bench
+/// server`'s reference: on a virtual machine the hypervisor stops a vCPU for milliseconds at a
+/// time, and no server on it can answer faster than across such a gap.
+typedef struct {
+    /// Gaps between two clock readings longer than 1 ms, and than 5 ms.
+    int64_t over1ms, over5ms;
+    /// Time in gaps longer than 0.5 ms, and the longest gap, in nanoseconds.
+    int64_t stalledNs, longestNs;
+} tl_stalls;
+
+/// Pins the calling thread to the `cpu`-th core it may run on (0-based), reads CLOCK_MONOTONIC in a loop for `nanoseconds`
+/// and reports the gaps (then unpins it). Returns 0 or an errno value from sched_setaffinity.
+int tl_measure_stalls(int cpu, int64_t nanoseconds, tl_stalls *out);
+
 #endif
