@@ -20,7 +20,9 @@ enum ServerBench {
     R times each, with medians:
       framed      C connections (default 4) sending pipelined 4096-event NDJSON batches:
                   events acknowledged per second, and acknowledged and projected per
-                  second (until the projector has applied them too: the maximum load)
+                  second (until the projector has applied them too)
+      maximum     the same with N more events in batches of B (below): acknowledged and
+                  projected per second, the maximum load of the latency phase's batches
       binary      the same, with batches the client encoded (canonical block payloads)
       line        C connections sending the same NDJSON as plain lines: events committed/s
       ack latency for T seconds (default 5), NDJSON batches of B events (default 1000: the
@@ -97,7 +99,18 @@ enum ServerBench {
             NDJSONEncoder.append(e, to: &line)
             lines.append(line)
         }
-        /// The latency phase's batches, from the events after the first N; the same ones in every run.
+        /// The maximum-load phase's batches: N more events, in batches of B, as the latency phase
+        /// sends them (fresh ones, so the projector does what it does for them there).
+        var maximumBatches = [[UInt8]]()
+        while maximumBatches.count * batchEvents < events {
+            var payload = [UInt8]()
+            for _ in 0..<batchEvents {
+                guard let e = generator.next() else { break }
+                NDJSONEncoder.append(e, to: &payload)
+            }
+            maximumBatches.append(payload)
+        }
+        /// The latency phase's batches, from the events after those; the same ones in every run.
         var latencyBatches = [[UInt8]]()
         let batches: [[UInt8]] = stride(from: 0, to: lines.count, by: 4096).map { start in
             var payload = [UInt8]()
@@ -121,7 +134,7 @@ enum ServerBench {
         var anomaliesPerMillion = [Double]()
         let stallSeconds = 3.0
         var stallTotals = (over1: Int64(0), over5: Int64(0), stalled: Int64(0), longest: Int64(0), seconds: 0.0)
-        var halfLoad = [Double](), framed = [Double](), sustained = [Double](), binary = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
+        var halfLoad = [Double](), framed = [Double](), sustained = [Double](), maximum = [Double](), binary = [Double](), line = [Double](), ackP50 = [Double](), ackP99 = [Double](), revP50 = [Double](), revP99 = [Double]()
         for r in 0..<runs {
             loopback.append(Double(events) / loopbackSeconds(batches))
             let (p50, p99) = fsyncLatency(scratch)
@@ -151,6 +164,22 @@ enum ServerBench {
             sustained.append(Double(events) / seconds(since: t0))
             progress.update(force: true, "run \(r + 1): framed \(formatCount(framed.last!)) events/s acknowledged, the projector \(behind) events behind; \(formatCount(sustained.last!)) events/s acknowledged and projected")
 
+            // The maximum of the latency phase's own load: its batch size, as fast as the
+            // connections' windows allow, counted until projected (a 1000-event batch costs the
+            // readers more per event than a 4096-event one: half of the 4096-event rate was more
+            // than half of what the machine could do in 1000-event batches).
+            let perConnectionMaximum = (0..<connections).map { c in stride(from: c, to: maximumBatches.count, by: connections).map { maximumBatches[$0] } }
+            let tm = monotonicNanoseconds()
+            for c in 0..<connections {
+                let mine = perConnectionMaximum[c]
+                spawn(group) { _ = framedClient(port: port, batches: mine, window: 64) }
+            }
+            group.wait()
+            let maximumAcknowledged = Double(maximumBatches.count * batchEvents) / seconds(since: tm)
+            while server.projectionBacklog > 0 { usleep(1000) }
+            maximum.append(Double(maximumBatches.count * batchEvents) / seconds(since: tm))
+            progress.update(force: true, "run \(r + 1): framed in \(batchEvents)-event batches \(formatCount(maximumAcknowledged)) events/s acknowledged, \(formatCount(maximum.last!)) acknowledged and projected: the maximum load")
+
             let perConnectionBinary = (0..<connections).map { c in stride(from: c, to: binaryBatches.count, by: connections).map { binaryBatches[$0] } }
             let tb = monotonicNanoseconds()
             for c in 0..<connections {
@@ -173,12 +202,12 @@ enum ServerBench {
             progress.update(force: true, "run \(r + 1): line \(formatCount(line.last!)) events/s committed")
 
             // Half load: batches of B (1000) at half the maximum load, with revocations on the side.
-            // The maximum load is the framed NDJSON rate, what `send` offers by default, counted
-            // until the events are projected as well as acknowledged: the acknowledged rate alone
-            // is a burst whose projection is left for later (up to 0.6M events behind at the
-            // end of 1M on a fast host), and half of it made the machine 80-87% busy, not half.
+            // The maximum load is the framed rate of the same batches, counted until the events
+            // are projected as well as acknowledged: the acknowledged rate alone is a burst whose
+            // projection is left for later (up to 0.6M events behind at the end of 1M on a fast
+            // host), and half of the 4096-event burst made the machine 80-87% busy, not half.
             // (The binary-batch rate is a burst of the same kind, more so.)
-            let rate = (fixedRate ?? sustained.last! * load) / Double(batchEvents) / Double(connections)
+            let rate = (fixedRate ?? maximum.last! * load) / Double(batchEvents) / Double(connections)
             // Each connection offers rate × T batches.
             let durationBatches = Int(rate * latencySeconds) + 1
             while latencyBatches.count < durationBatches * connections {
@@ -288,7 +317,8 @@ enum ServerBench {
         func med(_ x: [Double]) -> Double { let s = x.sorted(); return s[s.count / 2] }
         print("tokenledger bench server — \(events) events (gen seed \(seed)), \(connections) connections, \(runs) runs, medians, fsync always")
         print("  framed, pipelined 4096-event batches      \(formatCount(med(framed)).padding(10))events/s acknowledged   target >= 1M")
-        print("    acknowledged and projected              \(formatCount(med(sustained)).padding(10))events/s               the maximum load the latency phase takes half of")
+        print("    acknowledged and projected              \(formatCount(med(sustained)).padding(10))events/s")
+        print("    in \("\(batchEvents)-event batches,".padding(37))\(formatCount(med(maximum)).padding(10))events/s acknowledged and projected: the maximum load")
         print("  framed, client-encoded binary batches     \(formatCount(med(binary)).padding(10))events/s acknowledged   target >= 1M")
         print("  line mode (plain NDJSON lines)            \(formatCount(med(line)).padding(10))events/s committed      target >= 500k")
         print("  ack latency at \(fixedRate != nil ? "fixed rate" : load == 0.5 ? "half load" : String(format: "%.2f load", load)), p50 / p99       \(String(format2: med(ackP50) * 1000)) / \(String(format2: med(ackP99) * 1000)) ms               target p99 <= 10 ms (\(formatCount(med(halfLoad))) events/s offered)")
