@@ -188,6 +188,8 @@ final class HTTPAPI: @unchecked Sendable {
             ("tokenledger_ingest_lines_rejected_total", "counter", "Line-mode lines rejected since the server started.", Double(stats.linesRejected)),
             ("tokenledger_ingest_batches_refused_total", "counter", "Framed batches refused (NACK) since the server started.", Double(stats.batchesRefused)),
             ("tokenledger_authentication_failures_total", "counter", "Gateway or admin authentications refused since the server started.", Double(stats.authenticationFailures)),
+            ("tokenledger_segments_prepared_total", "counter", "Next segments written ahead with zeros and synced since the server started.", Double(server.log.preparations.prepared)),
+            ("tokenledger_segment_preparations_failed_total", "counter", "Next-segment preparations that failed or were not started for want of disk space (the server log says why).", Double(server.log.preparations.failed)),
         ]
         // The token walk goes a page of records at a time, each under the state's lock on its
         // own, so lookups and the projector get in between (TokenMetricsWalk).

@@ -91,7 +91,7 @@ extension SegmentLog {
         }
         try log.recover()
         if options.preallocate && !options.readOnly && log.recovery.damage.isEmpty {
-            log.preparer = SegmentPreparer(fs: fileSystem, directory: directory, bytes: options.segmentBytesMax)
+            log.preparer = SegmentPreparer(fs: fileSystem, directory: directory, bytes: options.segmentBytesMax, record: log.preparations)
             log.preparer!.start()
         }
         return log

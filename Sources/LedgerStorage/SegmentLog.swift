@@ -102,6 +102,9 @@ public final class SegmentLog: @unchecked Sendable {
     var activeAllocated: UInt64 = 0
     /// Prepares the next segment (with `LogOptions.preallocate`).
     var preparer: SegmentPreparer?
+    /// What preparing the next segments has done (all zeros without `LogOptions.preallocate`);
+    /// safe to read from any thread.
+    public let preparations = PreparationRecord()
     var unsynced: [any FileHandle] = []
     var directoryNeedsSync = false
     var lastSyncNs: UInt64 = 0

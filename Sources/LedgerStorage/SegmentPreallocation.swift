@@ -18,6 +18,43 @@ public protocol MeasuringFileSystem: FileSystem {
     var unmeasured: any FileSystem { get }
 }
 
+/// What the segment preparer has done since the log was opened, for an operator: a preparation
+/// that fails costs nothing but the speed it was for, so without these nobody would know the
+/// disk is nearly full until the commits find out.
+public final class PreparationRecord: Sendable {
+    private struct Counts {
+        var prepared = 0
+        var failed = 0
+        var lastFailure: StorageError?
+        var onFailure: (@Sendable (StorageError) -> Void)?
+    }
+    private let counts = Mutex(Counts())
+
+    init() {}
+
+    /// Files prepared, and preparations that failed or were not started for want of room.
+    public var prepared: Int { counts.withLock { $0.prepared } }
+    public var failed: Int { counts.withLock { $0.failed } }
+    public var lastFailure: StorageError? { counts.withLock { $0.lastFailure } }
+
+    /// Calls `handler` on the preparer's thread after each failure from now on (the log's
+    /// owner logs them); a failure already recorded is the caller's to read in `lastFailure`.
+    public func onFailure(_ handler: @escaping @Sendable (StorageError) -> Void) {
+        counts.withLock { $0.onFailure = handler }
+    }
+
+    func recordPrepared() { counts.withLock { $0.prepared += 1 } }
+
+    func recordFailure(_ error: StorageError) {
+        let handler = counts.withLock { c -> (@Sendable (StorageError) -> Void)? in
+            c.failed += 1
+            c.lastFailure = error
+            return c.onFailure
+        }
+        handler?(error)
+    }
+}
+
 /// Prepares zero-filled files for the next segment, one at a time, on a thread of its own.
 final class SegmentPreparer: @unchecked Sendable {
     /// A file being filled (removed on open: it may be short after a crash).
@@ -40,7 +77,10 @@ final class SegmentPreparer: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private let queue = DispatchQueue(label: "tl-prealloc", qos: .utility)
 
-    init(fs: any FileSystem, directory: String, bytes: UInt64) {
+    let record: PreparationRecord
+
+    init(fs: any FileSystem, directory: String, bytes: UInt64, record: PreparationRecord = PreparationRecord()) {
+        self.record = record
         // Its long syncs are not commits: a measuring wrapper (serve's fsync histogram) is skipped.
         self.fs = (fs as? any MeasuringFileSystem)?.unmeasured ?? fs
         self.directory = directory; self.bytes = bytes
@@ -68,10 +108,12 @@ final class SegmentPreparer: @unchecked Sendable {
         }
         guard go else { return }
         if let free = fs.availableBytes(directory), free < bytes &* 2 {
+            let failure = StorageError.failed("next segment not prepared: \(free) bytes free in \(directory), under twice the segment size (\(bytes &* 2))")
             state.withLock { s in
                 s.running = false
-                s.failure = .failed("not prepared: \(free) bytes free, under twice the segment size (\(bytes &* 2))")
+                s.failure = failure
             }
+            record.recordFailure(failure)
             return
         }
         queue.async { [self] in
@@ -84,6 +126,8 @@ final class SegmentPreparer: @unchecked Sendable {
                 s.running = false
                 if let outcome { s.failure = outcome } else { s.ready = true }
             }
+            // Stopped by close: not a failure anyone needs to hear of.
+            if let outcome, !state.withLock({ $0.stopping }) { record.recordFailure(outcome) } else if outcome == nil { record.recordPrepared() }
             done.signal()
         }
     }

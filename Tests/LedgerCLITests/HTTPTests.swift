@@ -70,7 +70,8 @@ final class HTTPTests: XCTestCase {
         XCTAssertTrue(r.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true, "\(r.headers)")
         for family in ["tokenledger_events_total{", "tokenledger_tokens{status=\"active\"}", "tokenledger_anomalies_total{kind=\"revoked_validated\"} 1",
                        "tokenledger_ingest_duration_seconds_bucket{le=\"+Inf\"}", "tokenledger_fsync_duration_seconds_count",
-                       "tokenledger_ledger_bytes ", "tokenledger_ledger_events \(head)"] {
+                       "tokenledger_ledger_bytes ", "tokenledger_ledger_events \(head)",
+                       "tokenledger_segments_prepared_total ", "tokenledger_segment_preparations_failed_total 0"] {
             XCTAssertTrue(r.text.contains(family), "/metrics lacks \(family)")
         }
         XCTAssertFalse(r.text.contains("tok-a") || r.text.contains("alice"), "no token or user id may be a label value")

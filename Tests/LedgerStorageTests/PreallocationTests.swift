@@ -1,6 +1,7 @@
 import Foundation
 import LedgerModel
 @testable import LedgerStorage
+import Synchronization
 import XCTest
 
 /// Segments prepared ahead as zero-filled files (LogOptions.preallocate, FORMAT.md
@@ -102,6 +103,9 @@ final class PreallocationTests: XCTestCase {
         let partial = joinPath(ledgerDirectory, SegmentPreparer.partialName), ready = joinPath(ledgerDirectory, SegmentPreparer.readyName)
         guard case let .io(_, _, errno)? = log.preparer!.lastFailure else { return XCTFail("seed \(seed): the preparation must fail, got \(String(describing: log.preparer!.lastFailure))") }
         XCTAssertEqual(errno, ENOSPC)
+        XCTAssertEqual(log.preparations.failed, 1, "seed \(seed): counted for /metrics")
+        XCTAssertEqual(log.preparations.lastFailure, log.preparer!.lastFailure)
+        XCTAssertEqual(log.preparations.prepared, 0)
         XCTAssertFalse(log.preparer!.isReady)
         XCTAssertFalse(fs.fileExists(partial), "seed \(seed): the partial preparation is removed")
         XCTAssertFalse(fs.fileExists(ready))
@@ -150,6 +154,27 @@ final class PreallocationTests: XCTestCase {
         }
         log.preparer!.waitUntilIdle()
         XCTAssertEqual(fs.contents(joinPath(ledgerDirectory, SegmentPreparer.readyName))?.count, 1 << 20, "seed \(seed): prepared again")
+        XCTAssertEqual(log.preparations.prepared, 1, "seed \(seed)")
+        // At open, and at the first segment's roll while the disk was still nearly full.
+        XCTAssertEqual(log.preparations.failed, 2, "seed \(seed)")
+
+        // The disk fills again: the roll uses the ready file, the next preparation is not
+        // started, and the log's owner hears of it (serve logs it).
+        let heard = Mutex([StorageError]())
+        log.preparations.onFailure { e in heard.withLock { $0.append(e) } }
+        fs.noSpaceAfterBytes = 3 << 19
+        let before = log.segments.count
+        while log.segments.count == before {
+            let batch = factory.events(200)
+            try log.append(batch)
+            history += batch
+        }
+        log.preparer!.waitUntilIdle()
+        let told = heard.withLock { $0 }
+        XCTAssertEqual(told.count, 1, "seed \(seed): \(told)")
+        XCTAssertTrue("\(told.first.map { "\($0)" } ?? "")".contains("bytes free"), "seed \(seed): \(told)")
+        XCTAssertEqual(log.preparations.failed, 3, "seed \(seed)")
+        XCTAssertEqual(log.preparations.prepared, 1, "seed \(seed)")
         XCTAssertEqual(try readAll(log), history, "seed \(seed)")
         try log.close()
         XCTAssertNil(try verify(fs).problem, "seed \(seed)")
