@@ -133,13 +133,13 @@ int tl_measure_stalls(int cpu, int64_t nanoseconds, tl_stalls *out) {
     cpu_set_t before, one;
     if (sched_getaffinity(0, sizeof before, &before) != 0) return errno;
     // The cpu-th core this thread may run on, not core number cpu: taskset may have left gaps.
-    int n = -1;
-    for (int c = 0; c < CPU_SETSIZE; c++) {
-        if (CPU_ISSET(c, &before) && ++n == cpu) { n = c; break; }
-        if (c == CPU_SETSIZE - 1) return EINVAL;
+    int core = -1;
+    for (int c = 0, seen = 0; c < CPU_SETSIZE && core < 0; c++) {
+        if (CPU_ISSET(c, &before) && seen++ == cpu) core = c;
     }
+    if (core < 0) return EINVAL;
     CPU_ZERO(&one);
-    CPU_SET(n, &one);
+    CPU_SET(core, &one);
     if (sched_setaffinity(0, sizeof one, &one) != 0) return errno;
     tl_stalls s = {0, 0, 0, 0};
     int64_t last = monotonic_ns(), end = last + nanoseconds;

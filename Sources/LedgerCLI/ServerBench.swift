@@ -101,15 +101,16 @@ enum ServerBench {
         }
         /// The maximum-load phase's batches: N more events, in batches of B, as the latency phase
         /// sends them (fresh ones, so the projector does what it does for them there).
-        var maximumBatches = [[UInt8]]()
-        while maximumBatches.count * batchEvents < events {
+        func nextBatch() -> [UInt8] {
             var payload = [UInt8]()
             for _ in 0..<batchEvents {
                 guard let e = generator.next() else { break }
                 NDJSONEncoder.append(e, to: &payload)
             }
-            maximumBatches.append(payload)
+            return payload
         }
+        var maximumBatches = [[UInt8]]()
+        while maximumBatches.count * batchEvents < events { maximumBatches.append(nextBatch()) }
         /// The latency phase's batches, from the events after those; the same ones in every run.
         var latencyBatches = [[UInt8]]()
         let batches: [[UInt8]] = stride(from: 0, to: lines.count, by: 4096).map { start in
@@ -144,14 +145,9 @@ enum ServerBench {
             let stages = StageTimes()
             let (server, port) = try start(dir, stageTimes: stages, schedulerHints: schedulerHints, commitPriority: commitPriority)
             committerRealtime = server.committerIsRealtime
+            let perConnection = dealt(batches, to: connections)
             let t0 = monotonicNanoseconds()
-            let perConnection = (0..<connections).map { c in stride(from: c, to: batches.count, by: connections).map { batches[$0] } }
-            let group = DispatchGroup()
-            for c in 0..<connections {
-                let mine = perConnection[c]
-                spawn(group) { _ = framedClient(port: port, batches: mine, window: 16) }
-            }
-            group.wait()
+            sendFramed(perConnection, port: port, window: 16)
             framed.append(Double(events) / seconds(since: t0))
             let behind = server.projectionBacklog
             // The server has done all its work for the burst once the projector has applied it:
@@ -168,28 +164,21 @@ enum ServerBench {
             // connections' windows allow, counted until projected (a 1000-event batch costs the
             // readers more per event than a 4096-event one: half of the 4096-event rate was more
             // than half of what the machine could do in 1000-event batches).
-            let perConnectionMaximum = (0..<connections).map { c in stride(from: c, to: maximumBatches.count, by: connections).map { maximumBatches[$0] } }
+            let perConnectionMaximum = dealt(maximumBatches, to: connections)
             let tm = monotonicNanoseconds()
-            for c in 0..<connections {
-                let mine = perConnectionMaximum[c]
-                spawn(group) { _ = framedClient(port: port, batches: mine, window: 64) }
-            }
-            group.wait()
+            sendFramed(perConnectionMaximum, port: port, window: 64)
             let maximumAcknowledged = Double(maximumBatches.count * batchEvents) / seconds(since: tm)
             while server.projectionBacklog > 0 { usleep(1000) }
             maximum.append(Double(maximumBatches.count * batchEvents) / seconds(since: tm))
             progress.update(force: true, "run \(r + 1): framed in \(batchEvents)-event batches \(formatCount(maximumAcknowledged)) events/s acknowledged, \(formatCount(maximum.last!)) acknowledged and projected: the maximum load")
 
-            let perConnectionBinary = (0..<connections).map { c in stride(from: c, to: binaryBatches.count, by: connections).map { binaryBatches[$0] } }
+            let perConnectionBinary = dealt(binaryBatches, to: connections)
             let tb = monotonicNanoseconds()
-            for c in 0..<connections {
-                let mine = perConnectionBinary[c]
-                spawn(group) { _ = framedClient(port: port, batches: mine, window: 16, type: .binaryBatch) }
-            }
-            group.wait()
+            sendFramed(perConnectionBinary, port: port, window: 16, type: .binaryBatch)
             binary.append(Double(events) / seconds(since: tb))
             progress.update(force: true, "run \(r + 1): binary \(formatCount(binary.last!)) events/s acknowledged")
 
+            let group = DispatchGroup()
             let before = server.statistics.eventsCommitted
             let t1 = monotonicNanoseconds()
             for c in 0..<connections {
@@ -210,14 +199,7 @@ enum ServerBench {
             let rate = (fixedRate ?? maximum.last! * load) / Double(batchEvents) / Double(connections)
             // Each connection offers rate × T batches.
             let durationBatches = Int(rate * latencySeconds) + 1
-            while latencyBatches.count < durationBatches * connections {
-                var payload = [UInt8]()
-                for _ in 0..<batchEvents {
-                    guard let e = generator.next() else { break }
-                    NDJSONEncoder.append(e, to: &payload)
-                }
-                latencyBatches.append(payload)
-            }
+            while latencyBatches.count < durationBatches * connections { latencyBatches.append(nextBatch()) }
             halfLoad.append(rate * Double(batchEvents) * Double(connections))
             _ = stages.take()
             let latencies = Latencies()
@@ -667,6 +649,21 @@ enum ServerBench {
         c.close()
         done.wait()
         return seconds(since: t)
+    }
+
+    /// `batches` dealt out round-robin, a list per connection.
+    static func dealt(_ batches: [[UInt8]], to connections: Int) -> [[[UInt8]]] {
+        (0..<connections).map { c in stride(from: c, to: batches.count, by: connections).map { batches[$0] } }
+    }
+
+    /// Each list sent by a framed client of its own, all at once, as fast as `window` allows;
+    /// returns when every batch is acknowledged.
+    static func sendFramed(_ perConnection: [[[UInt8]]], port: UInt16, window: Int, type: FrameType = .batch) {
+        let group = DispatchGroup()
+        for mine in perConnection {
+            spawn(group) { _ = framedClient(port: port, batches: mine, window: window, type: type) }
+        }
+        group.wait()
     }
 
     /// A thread per core spinning on the clock for `seconds`, all at once: how often the cores

@@ -155,10 +155,7 @@ public final class LedgerServer: @unchecked Sendable {
         // Without its prepared file a roll makes the segment as before, a little slower; the
         // failure itself (most often a disk nearly full) is what an operator needs to see.
         log.preparations.onFailure { [logger] error in
-            logger("preparing the next segment failed: \(error); segments are made as they fill (slower commits after each roll); check the disk's free space")
-        }
-        if let earlier = log.preparations.lastFailure {
-            logger("preparing the next segment failed: \(earlier); segments are made as they fill (slower commits after each roll); check the disk's free space")
+            logger("preparing the next segment: \(error); segments are made as they fill (slower commits after each roll); check the disk's free space")
         }
         committer.onFailure = { [logger] error in
             logger("the ledger failed and takes no more appends: \(error); every batch from now on is answered \"not committed\"; what was acknowledged is on disk; fix the cause and restart")

@@ -26,6 +26,8 @@ public final class PreparationRecord: Sendable {
         var prepared = 0
         var failed = 0
         var lastFailure: StorageError?
+        /// The most recent preparation failed (none has succeeded since `lastFailure`).
+        var failing = false
         var onFailure: (@Sendable (StorageError) -> Void)?
     }
     private let counts = Mutex(Counts())
@@ -38,17 +40,28 @@ public final class PreparationRecord: Sendable {
     public var lastFailure: StorageError? { counts.withLock { $0.lastFailure } }
 
     /// Calls `handler` on the preparer's thread after each failure from now on (the log's
-    /// owner logs them); a failure already recorded is the caller's to read in `lastFailure`.
+    /// owner logs them), and at once on this thread when the most recent preparation failed
+    /// (at open, before there was anyone to tell).
     public func onFailure(_ handler: @escaping @Sendable (StorageError) -> Void) {
-        counts.withLock { $0.onFailure = handler }
+        let pending = counts.withLock { c -> StorageError? in
+            c.onFailure = handler
+            return c.failing ? c.lastFailure : nil
+        }
+        if let pending { handler(pending) }
     }
 
-    func recordPrepared() { counts.withLock { $0.prepared += 1 } }
+    func recordPrepared() {
+        counts.withLock { c in
+            c.prepared += 1
+            c.failing = false
+        }
+    }
 
     func recordFailure(_ error: StorageError) {
         let handler = counts.withLock { c -> (@Sendable (StorageError) -> Void)? in
             c.failed += 1
             c.lastFailure = error
+            c.failing = true
             return c.onFailure
         }
         handler?(error)
@@ -70,8 +83,6 @@ final class SegmentPreparer: @unchecked Sendable {
         var running = false
         var ready = false
         var stopping = false
-        /// Why the last preparation failed (a roll then creates the segment as before).
-        var failure: StorageError?
     }
     private let state = Mutex(State())
     private let done = DispatchSemaphore(value: 0)
@@ -94,7 +105,6 @@ final class SegmentPreparer: @unchecked Sendable {
         }
     }
 
-    var lastFailure: StorageError? { state.withLock { $0.failure } }
     var isReady: Bool { state.withLock { $0.ready } }
 
     /// Starts preparing the next file unless one is ready or being prepared, or the disk is
@@ -108,12 +118,9 @@ final class SegmentPreparer: @unchecked Sendable {
         }
         guard go else { return }
         if let free = fs.availableBytes(directory), free < bytes &* 2 {
-            let failure = StorageError.failed("next segment not prepared: \(free) bytes free in \(directory), under twice the segment size (\(bytes &* 2))")
-            state.withLock { s in
-                s.running = false
-                s.failure = failure
-            }
-            record.recordFailure(failure)
+            state.withLock { $0.running = false }
+            // ENOSPC, not `.failed`: the log goes on; only this preparation is left out.
+            record.recordFailure(.io(operation: "skipped: \(free) bytes free, under twice the segment size (\(bytes &* 2)), in", path: directory, errno: ENOSPC))
             return
         }
         queue.async { [self] in
@@ -124,7 +131,7 @@ final class SegmentPreparer: @unchecked Sendable {
             if outcome != nil { try? fs.remove(joinPath(directory, Self.partialName)) }
             state.withLock { s in
                 s.running = false
-                if let outcome { s.failure = outcome } else { s.ready = true }
+                if outcome == nil { s.ready = true }
             }
             // Stopped by close: not a failure anyone needs to hear of.
             if let outcome, !state.withLock({ $0.stopping }) { record.recordFailure(outcome) } else if outcome == nil { record.recordPrepared() }

@@ -98,13 +98,16 @@ final class PreallocationTests: XCTestCase {
         var factory = EventFactory(seed: seed, extremeValues: false)
         fs.noSpaceAfterBytes = 300_000
         let options = LogOptions(segmentBytesMax: 1 << 20, blockEventsMax: 16, preallocate: true)
-        var log = try openLog(fs, options)
+        let log = try openLog(fs, options)
         log.preparer!.waitUntilIdle()
         let partial = joinPath(ledgerDirectory, SegmentPreparer.partialName), ready = joinPath(ledgerDirectory, SegmentPreparer.readyName)
-        guard case let .io(_, _, errno)? = log.preparer!.lastFailure else { return XCTFail("seed \(seed): the preparation must fail, got \(String(describing: log.preparer!.lastFailure))") }
+        guard case let .io(_, _, errno)? = log.preparations.lastFailure else { return XCTFail("seed \(seed): the preparation must fail, got \(String(describing: log.preparations.lastFailure))") }
         XCTAssertEqual(errno, ENOSPC)
         XCTAssertEqual(log.preparations.failed, 1, "seed \(seed): counted for /metrics")
-        XCTAssertEqual(log.preparations.lastFailure, log.preparer!.lastFailure)
+        // A handler registered after that failure is told of it at once (serve logs it).
+        let toldAtOnce = Mutex([StorageError]())
+        log.preparations.onFailure { e in toldAtOnce.withLock { $0.append(e) } }
+        XCTAssertEqual(toldAtOnce.withLock { $0 }, [log.preparations.lastFailure!], "seed \(seed)")
         XCTAssertEqual(log.preparations.prepared, 0)
         XCTAssertFalse(log.preparer!.isReady)
         XCTAssertFalse(fs.fileExists(partial), "seed \(seed): the partial preparation is removed")
@@ -115,12 +118,7 @@ final class PreallocationTests: XCTestCase {
         let first = factory.events(40)
         try log.append(first)
         var history = first
-        let segments = log.segments.count
-        while log.segments.count == segments {
-            let batch = factory.events(200)
-            try log.append(batch)
-            history += batch
-        }
+        try appendUntilTheNextRoll(log, &factory, &history)
         log.preparer!.waitUntilIdle()
         XCTAssertEqual(fs.contents(ready)?.count, 1 << 20, "seed \(seed): with room again, the next one is prepared")
         XCTAssertEqual(try readAll(log), history, "seed \(seed)")
@@ -137,21 +135,16 @@ final class PreallocationTests: XCTestCase {
         var factory = EventFactory(seed: seed, extremeValues: false)
         fs.noSpaceAfterBytes = (1 << 21) - 1
         let options = LogOptions(segmentBytesMax: 1 << 20, blockEventsMax: 16, preallocate: true)
-        var log = try openLog(fs, options)
+        let log = try openLog(fs, options)
         log.preparer!.waitUntilIdle()
-        guard case let .failed(why)? = log.preparer!.lastFailure else { return XCTFail("seed \(seed): nothing must be prepared, got \(String(describing: log.preparer!.lastFailure))") }
+        guard case let .io(why, _, code)? = log.preparations.lastFailure, code == ENOSPC else { return XCTFail("seed \(seed): nothing must be prepared, got \(String(describing: log.preparations.lastFailure))") }
         XCTAssertTrue(why.contains("bytes free"), why)
         XCTAssertFalse(fs.fileExists(joinPath(ledgerDirectory, SegmentPreparer.partialName)), "seed \(seed): no file was started")
         XCTAssertEqual(fs.noSpaceAfterBytes, (1 << 21) - 1, "seed \(seed): not a byte written for it")
         var history = factory.events(30)
         try log.append(history)
         fs.noSpaceAfterBytes = nil
-        let segments = log.segments.count
-        while log.segments.count == segments {
-            let batch = factory.events(200)
-            try log.append(batch)
-            history += batch
-        }
+        try appendUntilTheNextRoll(log, &factory, &history)
         log.preparer!.waitUntilIdle()
         XCTAssertEqual(fs.contents(joinPath(ledgerDirectory, SegmentPreparer.readyName))?.count, 1 << 20, "seed \(seed): prepared again")
         XCTAssertEqual(log.preparations.prepared, 1, "seed \(seed)")
@@ -163,12 +156,7 @@ final class PreallocationTests: XCTestCase {
         let heard = Mutex([StorageError]())
         log.preparations.onFailure { e in heard.withLock { $0.append(e) } }
         fs.noSpaceAfterBytes = 3 << 19
-        let before = log.segments.count
-        while log.segments.count == before {
-            let batch = factory.events(200)
-            try log.append(batch)
-            history += batch
-        }
+        try appendUntilTheNextRoll(log, &factory, &history)
         log.preparer!.waitUntilIdle()
         let told = heard.withLock { $0 }
         XCTAssertEqual(told.count, 1, "seed \(seed): \(told)")
@@ -178,5 +166,15 @@ final class PreallocationTests: XCTestCase {
         XCTAssertEqual(try readAll(log), history, "seed \(seed)")
         try log.close()
         XCTAssertNil(try verify(fs).problem, "seed \(seed)")
+    }
+}
+
+/// Appends 200-event batches (kept in `history`) until the log rolls to a new segment.
+private func appendUntilTheNextRoll(_ log: SegmentLog, _ factory: inout EventFactory, _ history: inout [Event]) throws {
+    let segments = log.segments.count
+    while log.segments.count == segments {
+        let batch = factory.events(200)
+        try log.append(batch)
+        history += batch
     }
 }
