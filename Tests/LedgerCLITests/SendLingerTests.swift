@@ -63,6 +63,48 @@ final class SendLingerTests: XCTestCase {
         XCTAssertEqual(try log.locateBlocks().flatMap { try log.readBlock($0).events }.map(\.type), [.issued, .validated, .revoked])
     }
 
+    /// The promise for `send`: when the connection drops, it still says how much made it
+    /// (the count and the last sequence number acknowledged) and exits non-zero.
+    func testAServerKilledMidStreamLeavesSendSayingWhatWasAcknowledgedAndFailing() throws {
+        let dir = CLI.temporaryDirectory("send-drop")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try ServerProcess(directory: dir)
+        defer { server.killIfRunning() }
+
+        let send = Process()
+        send.executableURL = URL(fileURLWithPath: CLI.binary)
+        send.arguments = ["send", "--to", "127.0.0.1:\(server.port)", "--batch-events", "1000", "--linger-ms", "20"]
+        let input = Pipe(), output = Pipe(), errors = Pipe()
+        send.standardInput = input
+        send.standardOutput = output
+        send.standardError = errors
+        try send.run()
+        defer { if send.isRunning { kill(send.processIdentifier, SIGKILL) } }
+
+        input.fileHandleForWriting.write(Data("{\"type\":\"issued\",\"ts\":1,\"token\":\"a\",\"exp\":9}\n{\"type\":\"validated\",\"ts\":2,\"token\":\"a\"}\n{\"type\":\"validated\",\"ts\":3,\"token\":\"a\"}\n".utf8))
+        XCTAssertTrue(try waitForHead(server, 3, timeout: 10))
+        usleep(300_000)  // the acknowledgement follows the commit at once; give it time to arrive
+        server.killIfRunning()
+        // More input after the server is gone: send finds the connection dead and stops.
+        var more = ""
+        for i in 0..<5_000 { more += "{\"type\":\"validated\",\"ts\":\(i + 4),\"token\":\"a\"}\n" }
+        signal(SIGPIPE, SIG_IGN)
+        try? input.fileHandleForWriting.write(contentsOf: Data(more.utf8))
+        try? input.fileHandleForWriting.close()
+        let deadline = Date().addingTimeInterval(20)
+        while send.isRunning && Date() < deadline { usleep(10_000) }
+        XCTAssertFalse(send.isRunning, "send must end once its server is gone")
+        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertNotEqual(send.terminationStatus, 0, "a dropped connection is a failure; stderr: \(err)")
+        XCTAssertTrue(out.contains("acknowledged 3 events, last seq 3"), "stdout: \(out); stderr: \(err)")
+        XCTAssertTrue(err.contains("connection lost"), err)
+
+        // What send reported acknowledged is on the ledger.
+        let log = try SegmentLog.open(directory: dir, options: LogOptions(readOnly: true))
+        XCTAssertEqual(try log.locateBlocks().flatMap { try log.readBlock($0).events }.prefix(3).map(\.type), [.issued, .validated, .validated])
+    }
+
     func testInputAlreadyThereStillGoesInFullBatches() throws {
         let dir = CLI.temporaryDirectory("send-full-batches")
         defer { try? FileManager.default.removeItem(atPath: dir) }
